@@ -1,0 +1,212 @@
+"""Guard: screens digit images and says whether to trust the classifier's answer.
+
+One screening of a batch of B images with K samples each flows one way:
+
+    x (B,28,28) -> encoder -> mu, logvar (B,D) -> kernels.sample_latents -> z (B*K,D)
+      -> decoder -> recon (B*K,28,28);  x + recon -> classifier -> logits
+      -> kernels (vote, scores) -> signals (B,S) -> calibration -> Verdict per image
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgeguard import kernels
+from edgeguard.bundle import Bundle, load_bundle
+from edgeguard.calibration import SIGNALS, Calibration, decide
+from edgeguard.errors import BundleError, InputError
+from edgeguard.sessions import create_session, providers_from_choice
+
+log = logging.getLogger(__name__)
+
+SIDE = 28
+N_PIXELS = SIDE * SIDE
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What EdgeGuard concluded about one image."""
+
+    label: int  # the classifier's label for the input
+    confidence: float  # its max softmax probability
+    purified_label: int  # the majority label over the K reconstructions
+    n_distinct: int  # how many different labels the K reconstructions got
+    agreement: float  # share of the K reconstructions voting for the purified label
+    labels: tuple[int, ...]  # the K reconstructions' labels
+    scores: dict[str, float]  # every signal (higher = less like a clean digit)
+    p_values: dict[str, float]  # conformal p-value of each calibrated signal
+    p_value: float  # the combined p-value
+    verdict: str  # clean, adversarial, out_of_distribution or uncertain
+    reasons: tuple[str, ...]  # the signals that fired
+    source: str | None = None  # the file it came from, when there was one
+
+    @property
+    def flagged(self) -> bool:
+        return self.verdict != "clean"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["labels"], d["reasons"], d["flagged"] = list(self.labels), list(self.reasons), self.flagged
+        return d
+
+
+@dataclass
+class Screening:
+    """The raw per-image arrays of one screening, before the verdict."""
+
+    label: np.ndarray
+    confidence: np.ndarray
+    labels: np.ndarray  # (B, K)
+    purified_label: np.ndarray
+    n_distinct: np.ndarray
+    agreement: np.ndarray
+    signals: dict[str, np.ndarray] = field(default_factory=dict)
+    recon: np.ndarray | None = None  # (B, K, 28, 28), only when asked for
+
+
+def as_batch(images) -> np.ndarray:
+    """One image or a batch -> contiguous float32 (B, 784) in [0, 1], or a clear TypeError/ValueError."""
+    if not isinstance(images, np.ndarray):
+        raise TypeError(f"images must be a numpy array (uint8 or float32), got {type(images).__name__}")
+    if images.dtype == np.uint8:
+        x = images.astype(np.float32) / np.float32(255.0)
+    elif images.dtype == np.float32:
+        x = images
+    else:
+        raise TypeError(f"images must be uint8 (0..255) or float32 (0..1), got dtype {images.dtype}")
+    shape = images.shape
+    if shape == (SIDE, SIDE):
+        x = x.reshape(1, N_PIXELS)
+    elif len(shape) == 3 and shape[1:] == (SIDE, SIDE) or len(shape) == 4 and shape[1:] == (1, SIDE, SIDE):
+        x = x.reshape(shape[0], N_PIXELS)
+    else:
+        raise ValueError(f"images must be shaped (28,28), (B,28,28) or (B,1,28,28), got {shape}")
+    if x.dtype == np.float32 and x.size:
+        if not np.isfinite(x).all():
+            raise ValueError("images contain NaN or infinity")
+        lo, hi = float(x.min()), float(x.max())
+        if lo < 0.0 or hi > 1.0:
+            raise ValueError(f"float32 images must lie in [0, 1], got values in [{lo:.3g}, {hi:.3g}]")
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+class Guard:
+    """Screens digit images with a VAE and a classifier. Create with ``Guard.load``; thread-safe."""
+
+    def __init__(self, bundle: Bundle, sessions: dict, *, k: int, seed: int, alpha: float,
+                 calibration: Calibration | None):
+        self.bundle = bundle
+        self._sessions = sessions
+        self.k, self.seed, self.alpha = k, seed, alpha
+        self.calibration = calibration
+        self.providers = list(sessions["classifier"].get_providers())
+        self._warm = threading.Lock()
+
+    @classmethod
+    def load(cls, bundle: str | os.PathLike[str] | None = None, providers: str | Sequence[str] = "auto",
+             k: int | None = None, seed: int = 0, alpha: float = 0.01, threads: int = 1) -> "Guard":
+        """Loads and verifies a bundle (None: the shipped one) and creates its onnxruntime sessions."""
+        k = _check_int("k", k, minimum=1) if k is not None else None
+        seed = _check_int("seed", seed, minimum=0)
+        threads = _check_int("threads", threads, minimum=0)
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 < alpha < 1.0:
+            raise ValueError(f"alpha must be a number strictly between 0 and 1, got {alpha!r}")
+        loaded = load_bundle(bundle)
+        chosen = providers_from_choice(providers)
+        strict = isinstance(providers, str) and providers.lower() == "cuda"
+        sessions = {name: create_session(name, data, chosen, threads=threads, strict=strict)
+                    for name, data in loaded.models.items()}
+        entry = loaded.calibration
+        calibration = Calibration.from_manifest(entry) if entry else None
+        return cls(loaded, sessions, k=k or loaded.default_k, seed=seed, alpha=float(alpha), calibration=calibration)
+
+    @property
+    def manifest(self) -> dict:
+        return self.bundle.manifest
+
+    # -- the pipeline -------------------------------------------------------------------------
+    def analyze(self, images, *, keep_recon: bool = False) -> Screening:
+        """Runs the models and kernels; returns raw scores (no calibration needed)."""
+        x = as_batch(images)
+        b, k = x.shape[0], self.k
+        image = x.reshape(b, 1, SIDE, SIDE)
+        mu, logvar = self._sessions["encoder"].run(None, {"image": image})
+        z = kernels.sample_latents(mu, logvar, kernels.image_seeds(x, self.seed), k)
+        (recon,) = self._sessions["decoder"].run(None, {"z": z})
+        (logits,) = self._sessions["classifier"].run(None, {"image": np.concatenate([image, recon])})
+        probs = kernels.softmax(logits)
+        label = probs[:b].argmax(axis=1)
+        confidence = probs[:b].max(axis=1)
+        labels, majority, n_distinct, agreement, entropy = kernels.vote(
+            np.ascontiguousarray(probs[b:].reshape(b, k, -1)))
+        recon_flat = recon.reshape(b * k, N_PIXELS)
+        mse_mean, mse_min = kernels.recon_errors(x, recon_flat, k)
+        signals = {
+            "disagreement": 1.0 - agreement,
+            "input_mismatch": 1.0 - kernels.input_agreement(labels, label.astype(np.int64)),
+            "vote_entropy": entropy,
+            "recon_mse": mse_mean,
+            "recon_mse_min": mse_min,
+            "kl": kernels.kl_divergence(mu, logvar),
+            "posterior_spread": kernels.posterior_spread(logvar),
+            "low_confidence": 1.0 - confidence,
+        }
+        return Screening(label=label, confidence=confidence, labels=labels, purified_label=majority,
+                         n_distinct=n_distinct, agreement=agreement, signals=signals,
+                         recon=recon.reshape(b, k, SIDE, SIDE) if keep_recon else None)
+
+    def screen(self, images, *, sources: Sequence[str | None] | None = None) -> list[Verdict]:
+        """Screens one image or a batch: a Verdict per image."""
+        if self.calibration is None:
+            raise BundleError(f"{self.bundle.path}: the bundle is not calibrated; run `python -m export.calibrate`")
+        s = self.analyze(images)
+        p_signals, p_combined = self.calibration.p_values(s.signals)
+        verdicts = []
+        for i in range(len(s.label)):
+            ps = {name: float(p[i]) for name, p in p_signals.items()}
+            verdict, reasons = decide(ps, float(p_combined[i]), self.alpha)
+            verdicts.append(Verdict(
+                label=int(s.label[i]), confidence=float(s.confidence[i]), purified_label=int(s.purified_label[i]),
+                n_distinct=int(s.n_distinct[i]), agreement=float(s.agreement[i]),
+                labels=tuple(int(v) for v in s.labels[i]),
+                scores={name: float(v[i]) for name, v in s.signals.items()},
+                p_values=ps, p_value=float(p_combined[i]), verdict=verdict, reasons=reasons,
+                source=None if sources is None else sources[i],
+            ))
+        return verdicts
+
+    def screen_file(self, path: str | os.PathLike[str]) -> Verdict:
+        """Loads an image file (PNG, JPEG, BMP, PGM, TIFF or .npy), makes it MNIST-style and screens it."""
+        from edgeguard.preprocess import load_and_preprocess
+
+        image = load_and_preprocess(path)
+        return self.screen(image, sources=[os.fspath(path)])[0]
+
+    def warmup(self) -> dict[str, float]:
+        """Compiles the kernels and runs every model once; returns the seconds each step took."""
+        with self._warm:
+            t0 = time.perf_counter()
+            kernel_s = kernels.warmup()
+            t1 = time.perf_counter()
+            self.analyze(np.zeros((1, SIDE, SIDE), np.float32))
+            t2 = time.perf_counter()
+        return {"kernels_s": kernel_s, "first_screen_s": t2 - t1, "total_s": t2 - t0}
+
+
+def _check_int(name: str, value, *, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+__all__ = ["Guard", "Verdict", "Screening", "as_batch", "SIGNALS", "InputError"]

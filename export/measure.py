@@ -1,0 +1,33 @@
+"""Measures a bundle through the real runtime (edgeguard.Guard), so the manifest's figures are the runtime's."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgeguard.guard import Guard, Screening
+
+BATCH = 500
+
+
+def analyze_all(guard: Guard, images: np.ndarray) -> Screening:
+    """Guard.analyze over many images in batches, concatenated."""
+    parts = [guard.analyze(images[i : i + BATCH]) for i in range(0, len(images), BATCH)]
+    return Screening(
+        label=np.concatenate([p.label for p in parts]),
+        confidence=np.concatenate([p.confidence for p in parts]),
+        labels=np.concatenate([p.labels for p in parts]),
+        purified_label=np.concatenate([p.purified_label for p in parts]),
+        n_distinct=np.concatenate([p.n_distinct for p in parts]),
+        agreement=np.concatenate([p.agreement for p in parts]),
+        signals={name: np.concatenate([p.signals[name] for p in parts]) for name in parts[0].signals},
+    )
+
+
+def accuracy_metrics(screening: Screening, labels: np.ndarray) -> dict:
+    """The Foundation metrics: clean accuracy, purified accuracy, share with one label over K samples."""
+    return {
+        "clean_accuracy": round(float(np.mean(screening.label == labels)), 6),
+        "purified_accuracy": round(float(np.mean(screening.purified_label == labels)), 6),
+        "unanimous_share": round(float(np.mean(screening.n_distinct == 1)), 6),
+        "mean_distinct_labels": round(float(np.mean(screening.n_distinct)), 6),
+    }

@@ -1,0 +1,39 @@
+"""python -m train --out runs/bundle [--quick] [--seed 0] [--data-dir DIR]"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m train", description="Train the EdgeGuard VAE and classifier.")
+    parser.add_argument("--out", type=Path, default=Path("runs/bundle"), help="folder for the checkpoints")
+    parser.add_argument("--data-dir", type=Path, default=None, help="folder with the MNIST IDX files")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--vae-epochs", type=int, default=None)
+    parser.add_argument("--clf-epochs", type=int, default=None)
+    parser.add_argument("--beta", type=float, default=None, help="weight of the VAE's KL term")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="a small subset and one epoch each, for tests")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+
+    from train.trainer import TrainConfig, train
+
+    overrides = {k: v for k, v in {"vae_epochs": args.vae_epochs, "clf_epochs": args.clf_epochs,
+                                   "beta": args.beta}.items() if v is not None}
+    cfg = TrainConfig(out=args.out, data_dir=args.data_dir, seed=args.seed, threads=args.threads,
+                      quick=args.quick, progress=not args.no_progress, **overrides)
+    meta = train(cfg)
+    print(json.dumps({"out": str(cfg.out), "validation_metrics": meta["validation_metrics"],
+                      "seconds": meta["seconds"]}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""Seeded, deterministic CPU training of the VAE and the classifier.
+
+The VAE is trained first. The classifier is then trained on clean (lightly augmented) images and on
+VAE reconstructions sampled from the posterior, so that it reads reconstructions as well as
+originals: the purified label (the majority over K sampled reconstructions) depends on this.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import platform
+import random
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from train.data import load_mnist
+from train.models import LATENT_DIM, VAE, Classifier, vae_loss
+
+log = logging.getLogger(__name__)
+
+VAE_FILE = "vae.pt"
+CLASSIFIER_FILE = "classifier.pt"
+META_FILE = "train_meta.json"
+
+
+@dataclass
+class TrainConfig:
+    out: Path
+    data_dir: Path | None = None
+    seed: int = 0
+    vae_epochs: int = 20
+    clf_epochs: int = 12
+    batch_size: int = 128
+    latent_dim: int = LATENT_DIM
+    beta: float = 1.0
+    threads: int = 2
+    quick: bool = False
+    quick_size: int = 2000
+    progress: bool = True
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.out = Path(self.out)
+        if self.quick:
+            self.vae_epochs, self.clf_epochs = min(self.vae_epochs, 1), min(self.clf_epochs, 1)
+
+
+def seed_everything(seed: int, threads: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 (N,28,28) -> float32 (N,1,28,28) in [0,1]."""
+    return torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
+
+
+def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Small random affine jitter (rotation, scale, shift), as handwriting varies."""
+    n = x.shape[0]
+    angle = (torch.rand(n, generator=gen) - 0.5) * math.radians(20)
+    scale = 1.0 + (torch.rand(n, generator=gen) - 0.5) * 0.2
+    shift = (torch.rand(n, 2, generator=gen) - 0.5) * (4.0 / 14.0)
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack(
+        [torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1
+    )
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
+
+
+def batches(n: int, size: int, gen: torch.Generator):
+    order = torch.randperm(n, generator=gen)
+    for start in range(0, n, size):
+        yield order[start : start + size]
+
+
+def train_vae(cfg: TrainConfig, x: torch.Tensor, gen: torch.Generator) -> VAE:
+    vae = VAE(cfg.latent_dim)
+    opt = torch.optim.Adam(vae.parameters(), lr=2e-3)
+    steps = cfg.vae_epochs * math.ceil(len(x) / cfg.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=max(steps, 1))
+    for epoch in range(cfg.vae_epochs):
+        vae.train()
+        bar = tqdm(list(batches(len(x), cfg.batch_size, gen)), desc=f"vae {epoch + 1}/{cfg.vae_epochs}",
+                   disable=not cfg.progress, leave=False)
+        total = 0.0
+        for idx in bar:
+            xb = x[idx]
+            recon, mu, logvar = vae(xb)
+            loss, bce, kl = vae_loss(recon, xb, mu, logvar, cfg.beta)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * len(idx)
+            bar.set_postfix(bce=f"{bce.item():.1f}", kl=f"{kl.item():.1f}")
+        log.info("vae epoch %d: loss %.2f", epoch + 1, total / len(x))
+    return vae.eval()
+
+
+@torch.no_grad()
+def sample_reconstructions(vae: VAE, x: torch.Tensor) -> torch.Tensor:
+    mu, logvar = vae.encoder(x)
+    return vae.decoder(mu + torch.exp(0.5 * logvar) * torch.randn_like(mu))
+
+
+def train_classifier(cfg: TrainConfig, vae: VAE, x: torch.Tensor, y: torch.Tensor,
+                     gen: torch.Generator) -> Classifier:
+    clf = Classifier()
+    opt = torch.optim.Adam(clf.parameters(), lr=3e-3, weight_decay=1e-5)
+    steps = cfg.clf_epochs * math.ceil(len(x) / cfg.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=max(steps, 1))
+    for epoch in range(cfg.clf_epochs):
+        clf.train()
+        bar = tqdm(list(batches(len(x), cfg.batch_size, gen)), desc=f"classifier {epoch + 1}/{cfg.clf_epochs}",
+                   disable=not cfg.progress, leave=False)
+        correct = seen = 0
+        for idx in bar:
+            xb, yb = augment(x[idx], gen), y[idx]
+            recon = sample_reconstructions(vae, xb)
+            logits = clf(torch.cat([xb, recon]))
+            loss = F.cross_entropy(logits, torch.cat([yb, yb]))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            correct += (logits[: len(idx)].argmax(1) == yb).sum().item()
+            seen += len(idx)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        log.info("classifier epoch %d: train accuracy %.4f", epoch + 1, correct / seen)
+    return clf.eval()
+
+
+@torch.no_grad()
+def evaluate(vae: VAE, clf: Classifier, x: torch.Tensor, y: torch.Tensor, k: int = 10) -> dict:
+    """Clean accuracy, purified accuracy and unanimity (PyTorch; the export step re-measures with ONNX)."""
+    clean = purified = unanimous = 0
+    for start in range(0, len(x), 500):
+        xb, yb = x[start : start + 500], y[start : start + 500]
+        clean += (clf(xb).argmax(1) == yb).sum().item()
+        mu, logvar = vae.encoder(xb)
+        z = mu.repeat_interleave(k, 0) + torch.exp(0.5 * logvar).repeat_interleave(k, 0) * torch.randn(
+            len(xb) * k, mu.shape[1])
+        labels = clf(vae.decoder(z)).argmax(1).view(len(xb), k)
+        counts = F.one_hot(labels, 10).sum(1)
+        purified += (counts.argmax(1) == yb).sum().item()
+        unanimous += (counts.max(1).values == k).sum().item()
+    n = len(x)
+    return {"clean_accuracy": clean / n, "purified_accuracy": purified / n, "unanimous_share": unanimous / n}
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Trains both models, saves state_dict checkpoints and a metadata file into cfg.out."""
+    start = time.time()
+    seed_everything(cfg.seed, cfg.threads)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    data = load_mnist(cfg.data_dir)
+    x, y = to_tensor(data.train_x), torch.from_numpy(data.train_y.astype(np.int64))
+    if cfg.quick:
+        x, y = x[: cfg.quick_size], y[: cfg.quick_size]
+    vae = train_vae(cfg, x, gen)
+    clf = train_classifier(cfg, vae, x, y, gen)
+    val_n = 1000 if cfg.quick else len(data.val_x)
+    val = evaluate(vae, clf, to_tensor(data.val_x[:val_n]), torch.from_numpy(data.val_y[:val_n].astype(np.int64)))
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    torch.save(vae.state_dict(), cfg.out / VAE_FILE)
+    torch.save(clf.state_dict(), cfg.out / CLASSIFIER_FILE)
+    meta = {
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items() if k != "progress"},
+        "train_images": len(x),
+        "data_files": data.files,
+        "validation_metrics": val,
+        "git_commit": git_commit(),
+        "torch_version": torch.__version__,
+        "python": platform.python_version(),
+        "seconds": round(time.time() - start, 1),
+    }
+    (cfg.out / META_FILE).write_text(json.dumps(meta, indent=2))
+    return meta
+
+
+def load_models(run_dir: Path) -> tuple[VAE, Classifier, dict]:
+    """Loads the checkpoints of a training run (weights only: no code is unpickled)."""
+    run_dir = Path(run_dir)
+    meta = json.loads((run_dir / META_FILE).read_text())
+    vae = VAE(meta["config"]["latent_dim"])
+    vae.load_state_dict(torch.load(run_dir / VAE_FILE, weights_only=True))
+    clf = Classifier()
+    clf.load_state_dict(torch.load(run_dir / CLASSIFIER_FILE, weights_only=True))
+    return vae.eval(), clf.eval(), meta
