@@ -1,0 +1,215 @@
+"""The `edgeguard` command: thin over the public API (parse, call, print).
+
+Results go to stdout; progress, warnings and errors go to stderr. Exit codes:
+0 every input was screened; 1 with `--fail-on flagged`, when an image was flagged;
+2 an input could not be read (the others are still screened and reported) or a bad option;
+3 the model bundle or the execution provider could not be loaded.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from edgeguard import __version__
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
+                  help="EdgeGuard: should you trust a classifier's answer on this digit image?")
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+EXIT_FLAGGED, EXIT_INPUT, EXIT_BUNDLE = 1, 2, 3
+BATCH = 256
+GLOB_CHARS = set("*?[")
+
+
+class FailOn(str, Enum):
+    never = "never"
+    flagged = "flagged"
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"edgeguard {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show warnings and progress details."),
+) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.ERROR, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s", force=True)
+
+
+def fail(message: str, code: int) -> typer.Exit:
+    err.print(f"error: {message}", markup=False)
+    return typer.Exit(code)
+
+
+def load_guard(bundle: Optional[Path], providers: str, k: Optional[int] = None, seed: int = 0,
+               alpha: float = 0.01, threads: int = 1):
+    from edgeguard.errors import EdgeGuardError
+    from edgeguard.guard import Guard
+
+    choice: str | list[str] = providers if "," not in providers else [p.strip() for p in providers.split(",")]
+    try:
+        return Guard.load(bundle, providers=choice, k=k, seed=seed, alpha=alpha, threads=threads)
+    except (TypeError, ValueError) as e:
+        raise fail(str(e), EXIT_INPUT) from None
+    except EdgeGuardError as e:
+        raise fail(str(e), EXIT_BUNDLE) from None
+
+
+def expand_inputs(paths: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """Files, folders (recursive, supported suffixes only) and globs -> (files, [(input, problem)])."""
+    from edgeguard.preprocess import SUPPORTED_SUFFIXES
+
+    files, problems = [], []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = []
+            for root, dirs, names in os.walk(path, followlinks=False):
+                dirs.sort()
+                found += [os.path.join(root, n) for n in sorted(names) if Path(n).suffix.lower() in SUPPORTED_SUFFIXES]
+            if not found:
+                problems.append((raw, "folder holds no supported image files"))
+            files += found
+        elif not os.path.lexists(path) and GLOB_CHARS & set(raw):
+            matches = sorted(m for m in glob.glob(raw, recursive=True) if os.path.isfile(m))
+            if not matches:
+                problems.append((raw, "no files match this pattern"))
+            files += matches
+        else:
+            files.append(raw)  # missing or unreadable files are reported when they are loaded
+    return files, problems
+
+
+def _progress(total: int):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("screening"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    console=err, transient=True, disable=total <= 8 or not err.is_terminal)
+
+
+def _table(verdicts) -> "object":
+    from rich.table import Table
+
+    styles = {"clean": "green", "adversarial": "red", "out_of_distribution": "magenta", "uncertain": "yellow"}
+    table = Table(show_edge=False)
+    for column in ("input", "label", "confidence", "purified", "distinct", "p-value", "verdict", "reasons"):
+        table.add_column(column, overflow="fold")
+    for v in verdicts:
+        table.add_row(v.source or "-", str(v.label), f"{v.confidence:.3f}", str(v.purified_label), str(v.n_distinct),
+                      f"{v.p_value:.4f}", f"[{styles[v.verdict]}]{v.verdict}[/]", ", ".join(v.reasons) or "-")
+    return table
+
+
+@app.command()
+def detect(
+    paths: list[str] = typer.Argument(..., help="Image files, folders (searched recursively) or glob patterns."),
+    k: Optional[int] = typer.Option(None, "--k", min=1, max=1024, help="Samples per image (default: the bundle's)."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the latent sampling."),
+    alpha: float = typer.Option(0.01, "--alpha", min=1e-6, max=0.5, help="False-alarm rate on clean digits."),
+    providers: str = typer.Option("auto", "--providers", help="auto, cpu, cuda, or a comma-separated list."),
+    bundle: Optional[Path] = typer.Option(None, "--bundle", help="Model bundle folder (default: the shipped one)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object per image."),
+    fail_on: FailOn = typer.Option(FailOn.never, "--fail-on", help="'flagged': exit 1 when an image is flagged."),
+) -> None:
+    """Screen digit images and say whether the classifier's answer can be trusted."""
+    from edgeguard.errors import InputError
+    from edgeguard.preprocess import load_and_preprocess
+
+    files, problems = expand_inputs(paths)
+    for raw, problem in problems:
+        err.print(f"error: {raw}: {problem}", markup=False)
+    guard = load_guard(bundle, providers, k, seed, alpha)
+    verdicts = []
+    with _progress(len(files)) as progress:
+        task = progress.add_task("screen", total=len(files))
+        for start in range(0, len(files), BATCH):
+            images, sources = [], []
+            for file in files[start : start + BATCH]:
+                try:
+                    images.append(load_and_preprocess(file))
+                    sources.append(file)
+                except InputError as e:
+                    problems.append((file, e.reason))
+                    err.print(f"error: {e}", markup=False)
+            if images:
+                import numpy as np
+
+                verdicts += guard.screen(np.stack(images), sources=sources)
+            progress.advance(task, len(files[start : start + BATCH]))
+    if as_json:
+        for v in verdicts:
+            out.print(json.dumps(v.to_dict()), markup=False)
+    elif verdicts:
+        out.print(_table(verdicts))
+    if problems:
+        raise typer.Exit(EXIT_INPUT)
+    if fail_on is FailOn.flagged and any(v.flagged for v in verdicts):
+        raise typer.Exit(EXIT_FLAGGED)
+
+
+@app.command()
+def info(
+    bundle: Optional[Path] = typer.Option(None, "--bundle", help="Model bundle folder (default: the shipped one)."),
+    providers: str = typer.Option("auto", "--providers", help="auto, cpu, cuda, or a comma-separated list."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Show the bundle, its metrics, the execution providers and versions."""
+    import numba
+    import numpy
+    import onnxruntime
+
+    from edgeguard.sessions import available_providers
+
+    guard = load_guard(bundle, providers)
+    m = guard.manifest
+    calibration = m.get("calibration") or {}
+    summary = {
+        "edgeguard": __version__,
+        "bundle": str(guard.bundle.path),
+        "format_version": m["format_version"],
+        "latent_dim": m["latent_dim"],
+        "default_k": m["default_k"],
+        "metrics": m.get("metrics", {}),
+        "calibration": {key: calibration.get(key) for key in ("signals", "n", "test_false_alarm_rate")},
+        "providers_available": available_providers(),
+        "providers_in_use": guard.providers,
+        "versions": {"onnxruntime": onnxruntime.__version__, "numba": numba.__version__, "numpy": numpy.__version__,
+                     "python": sys.version.split()[0]},
+    }
+    if as_json:
+        out.print(json.dumps(summary, indent=1), markup=False)
+        return
+    for key, value in summary.items():
+        text = json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+        out.print(f"[bold]{key}[/]: {text}")
+
+
+def main() -> None:
+    """Console-script entry point: no traceback reaches the user."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+    except Exception as e:  # a bug: say so in one line, keep the traceback for debugging
+        if os.environ.get("EDGEGUARD_DEBUG"):
+            raise
+        err.print(f"edgeguard: internal error: {type(e).__name__}: {e} (set EDGEGUARD_DEBUG=1 for details)",
+                  markup=False)
+        sys.exit(70)
