@@ -108,8 +108,10 @@ def _table(verdicts) -> "object":
 
     styles = {"clean": "green", "adversarial": "red", "out_of_distribution": "magenta", "uncertain": "yellow"}
     table = Table(show_edge=False)
-    for column in ("input", "label", "confidence", "purified", "distinct", "p-value", "verdict", "reasons"):
-        table.add_column(column, overflow="fold")
+    table.add_column("input", overflow="fold")
+    for column in ("label", "conf", "purified", "distinct", "p-value", "verdict"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("reasons", overflow="fold")
     for v in verdicts:
         table.add_row(v.source or "-", str(v.label), f"{v.confidence:.3f}", str(v.purified_label), str(v.n_distinct),
                       f"{v.p_value:.4f}", f"[{styles[v.verdict]}]{v.verdict}[/]", ", ".join(v.reasons) or "-")
@@ -156,6 +158,8 @@ def detect(
         for v in verdicts:
             out.print(json.dumps(v.to_dict()), markup=False)
     elif verdicts:
+        if not out.is_terminal:
+            out.width = 160  # piped or captured: do not fold the table into 80 columns
         out.print(_table(verdicts))
     if problems:
         raise typer.Exit(EXIT_INPUT)

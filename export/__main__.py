@@ -11,7 +11,7 @@ from edgeguard.bundle import shipped_bundle_path
 
 
 def build_bundle(run_dir: Path, out_dir: Path, data_dir: Path | None = None, *, quick: bool = False,
-                 k: int = 10) -> dict:
+                 k: int = 10, n_measure: int | None = None) -> dict:
     """Exports a training run into a calibrated bundle and returns its manifest."""
     from edgeguard.guard import Guard
     from export import manifest as manifest_io
@@ -28,7 +28,7 @@ def build_bundle(run_dir: Path, out_dir: Path, data_dir: Path | None = None, *, 
     diffs = parity(vae, clf, out_dir, data.test_x[:256])
     manifest_io.write(out_dir, manifest_io.build_manifest(out_dir, meta, default_k=k))
 
-    n = 1000 if quick else len(data.test_x)
+    n = n_measure or (1000 if quick else len(data.test_x))
     guard = Guard.load(out_dir, providers="cpu", k=k)
     metrics = accuracy_metrics(analyze_all(guard, data.test_x[:n]), data.test_y[:n])
     metrics.update(test_images=n, k=k, seed=guard.seed, measured_with="edgeguard runtime (onnxruntime CPU)",

@@ -45,6 +45,7 @@ class TrainConfig:
     threads: int = 2
     quick: bool = False
     quick_size: int = 2000
+    val_size: int | None = None  # None: the whole held-out split (1,000 with --quick)
     progress: bool = True
     extra: dict = field(default_factory=dict)
 
@@ -184,7 +185,7 @@ def train(cfg: TrainConfig) -> dict:
         x, y = x[: cfg.quick_size], y[: cfg.quick_size]
     vae = train_vae(cfg, x, gen)
     clf = train_classifier(cfg, vae, x, y, gen)
-    val_n = 1000 if cfg.quick else len(data.val_x)
+    val_n = cfg.val_size or (1000 if cfg.quick else len(data.val_x))
     val = evaluate(vae, clf, to_tensor(data.val_x[:val_n]), torch.from_numpy(data.val_y[:val_n].astype(np.int64)))
     cfg.out.mkdir(parents=True, exist_ok=True)
     torch.save(vae.state_dict(), cfg.out / VAE_FILE)

@@ -1,0 +1,135 @@
+"""Models, training, ONNX export and the shipped bundle's manifest."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from edgeguard.bundle import MODEL_NAMES, load_bundle, shipped_bundle_path
+from train.models import LATENT_DIM, VAE, Classifier, vae_loss
+
+
+def test_model_shapes():
+    vae, clf = VAE(), Classifier()
+    x = torch.rand(5, 1, 28, 28)
+    mu, logvar = vae.encoder(x)
+    assert mu.shape == logvar.shape == (5, LATENT_DIM)
+    recon = vae.decoder(mu)
+    assert recon.shape == (5, 1, 28, 28)
+    assert float(recon.min()) >= 0.0 and float(recon.max()) <= 1.0
+    assert clf(x).shape == (5, 10)
+    loss, bce, kl = vae_loss(recon, x, mu, logvar)
+    assert loss.ndim == 0 and float(kl) >= 0.0
+
+
+def test_models_are_edge_sized():
+    params = {name: sum(p.numel() for p in m.parameters())
+              for name, m in {"encoder": VAE().encoder, "decoder": VAE().decoder, "classifier": Classifier()}.items()}
+    assert all(n < 200_000 for n in params.values()), params
+
+
+@pytest.fixture(scope="module")
+def quick_bundle(tmp_path_factory, mnist):
+    """A --quick training run exported to a bundle (the whole train -> export -> calibrate path)."""
+    from export.__main__ import build_bundle
+    from train.trainer import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("quick")
+    meta = train(TrainConfig(out=root / "run", quick=True, quick_size=1024, progress=False))
+    manifest = build_bundle(root / "run", root / "bundle", quick=True, n_measure=300)
+    return root, meta, manifest
+
+
+def test_quick_round_trip_writes_a_complete_manifest(quick_bundle):
+    root, meta, manifest = quick_bundle
+    assert meta["train_images"] == 1024
+    assert manifest["format_version"] == 1
+    assert manifest["latent_dim"] == LATENT_DIM and manifest["default_k"] == 10
+    assert manifest["input"]["shape"] == [28, 28] and manifest["input"]["range"] == [0.0, 1.0]
+    prov = manifest["provenance"]
+    assert set(prov["data_files_sha256"]) == {"train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                                              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"}
+    assert prov["seed"] == 0 and prov["quick"] is True and prov["git_commit"]
+    metrics = manifest["metrics"]
+    for key in ("clean_accuracy", "purified_accuracy", "unanimous_share"):
+        assert 0.0 <= metrics[key] <= 1.0
+    assert metrics["test_images"] == 300
+    assert set(manifest["calibration"]["signals"]) and manifest["calibration"]["n"] == 300
+    load_bundle(root / "bundle")  # verifies every sha256
+
+
+def test_export_parity_and_checker(quick_bundle, mnist):
+    root, _, manifest = quick_bundle
+    diffs = manifest["metrics"]["onnx_parity_max_abs"]
+    assert set(diffs) == set(MODEL_NAMES) and max(diffs.values()) <= 1e-4
+    from train.trainer import load_models
+
+    vae, clf, _ = load_models(root / "run")
+    x = torch.from_numpy(mnist.test_x[:7].astype(np.float32) / 255).unsqueeze(1)
+    for name in MODEL_NAMES:
+        model = onnx.load(str(root / "bundle" / f"{name}.onnx"))
+        onnx.checker.check_model(model)
+        assert max(op.version for op in model.opset_import if op.domain in ("", "ai.onnx")) >= 17
+        assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # dynamic batch axis
+    # A batch size that was never exported (7) runs and matches PyTorch.
+    session = ort.InferenceSession(str(root / "bundle" / "classifier.onnx"), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        expected = clf(x).numpy()
+    assert np.abs(session.run(None, {"image": x.numpy()})[0] - expected).max() <= 1e-4
+
+
+def test_checkpoints_are_plain_state_dicts(quick_bundle):
+    root, _, _ = quick_bundle
+    state = torch.load(root / "run" / "vae.pt", weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
+
+
+def test_training_is_deterministic(tmp_path):
+    from train.trainer import TrainConfig, train
+
+    runs = []
+    for name in ("a", "b"):
+        cfg = TrainConfig(out=tmp_path / name, quick=True, quick_size=256, val_size=64, progress=False)
+        runs.append(train(cfg))
+    for file in ("vae.pt", "classifier.pt"):
+        a = torch.load(tmp_path / "a" / file, weights_only=True)
+        b = torch.load(tmp_path / "b" / file, weights_only=True)
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    assert runs[0]["validation_metrics"] == runs[1]["validation_metrics"]
+
+
+# -- the shipped bundle -------------------------------------------------------------------------
+
+SHIPPED = shipped_bundle_path()
+
+
+def test_shipped_files_match_manifest():
+    manifest = json.loads((SHIPPED / "manifest.json").read_text())
+    for name in MODEL_NAMES:
+        spec = manifest["models"][name]
+        data = (SHIPPED / spec["file"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == spec["sha256"], name
+        assert len(data) < 1_000_000  # small enough for the wheel
+
+
+def test_shipped_bundle_meets_foundation_targets():
+    """The export step measured these on the 10,000 test images (test_runtime re-measures them)."""
+    manifest = json.loads((SHIPPED / "manifest.json").read_text())
+    metrics = manifest["metrics"]
+    assert metrics["test_images"] == 10_000 and not manifest["provenance"]["quick"]
+    assert metrics["clean_accuracy"] >= 0.993
+    assert metrics["purified_accuracy"] >= 0.990
+    assert metrics["unanimous_share"] >= 0.98
+    assert max(metrics["onnx_parity_max_abs"].values()) <= 1e-4
+
+
+def test_package_data_includes_the_bundle():
+    text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    assert '"models/*.onnx"' in text and '"models/manifest.json"' in text

@@ -1,0 +1,227 @@
+"""The Guard API end to end on the shipped bundle."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from edgeguard import Guard, Verdict
+from edgeguard.bundle import shipped_bundle_path
+from edgeguard.calibration import VERDICTS
+from edgeguard.errors import BundleError, ProviderError
+from edgeguard import sessions
+
+
+def test_clean_accuracy_through_the_runtime_matches_the_manifest(guard, mnist, test_screening):
+    accuracy = float(np.mean(test_screening.label == mnist.test_y))
+    purified = float(np.mean(test_screening.purified_label == mnist.test_y))
+    metrics = guard.manifest["metrics"]
+    assert abs(accuracy - metrics["clean_accuracy"]) <= 0.001
+    assert abs(purified - metrics["purified_accuracy"]) <= 0.001
+
+
+@pytest.mark.parametrize("alpha", [0.01, 0.05])
+def test_clean_false_alarm_rate_is_close_to_alpha(guard, test_screening, alpha):
+    _, p = guard.calibration.p_values(test_screening.signals)
+    rate = float(np.mean(p < alpha))
+    assert abs(rate - alpha) <= 0.005, f"false-alarm rate {rate:.4f} at alpha {alpha}"
+
+
+def test_screen_returns_verdicts(guard, digits, mnist):
+    verdicts = guard.screen(digits)
+    assert len(verdicts) == len(digits)
+    for v, y in zip(verdicts, mnist.test_y[: len(digits)]):
+        assert isinstance(v, Verdict) and v.verdict in VERDICTS
+        assert len(v.labels) == guard.k and 1 <= v.n_distinct <= guard.k
+        assert 0.0 < v.p_value <= 1.0 and all(0.0 < p <= 1.0 for p in v.p_values.values())
+        assert v.flagged == (v.verdict != "clean") and (not v.flagged) == (v.reasons == ())
+        json.dumps(v.to_dict())
+    assert np.mean([v.label == y for v, y in zip(verdicts, mnist.test_y)]) > 0.95
+
+
+@pytest.mark.parametrize("shape", [(28, 28), (1, 28, 28), (1, 1, 28, 28)])
+def test_accepted_shapes_and_dtypes_agree(guard, digits, shape):
+    image = digits[0]
+    as_uint8 = guard.screen(image.reshape(shape))[0]
+    as_float = guard.screen((image.astype(np.float32) / 255).reshape(shape))[0]
+    assert as_uint8 == as_float
+
+
+@pytest.mark.parametrize("bad, error", [
+    ([[0] * 28] * 28, TypeError),
+    (np.zeros((28, 28), np.float64), TypeError),
+    (np.zeros((28, 28), np.int32), TypeError),
+    (np.zeros((27, 28), np.uint8), ValueError),
+    (np.zeros((2, 3, 28, 28), np.float32), ValueError),
+    (np.full((28, 28), np.nan, np.float32), ValueError),
+    (np.full((28, 28), np.inf, np.float32), ValueError),
+    (np.full((28, 28), 2.0, np.float32), ValueError),
+    (np.full((28, 28), -0.1, np.float32), ValueError),
+])
+def test_bad_input_is_refused_clearly(guard, bad, error):
+    with pytest.raises(error) as info:
+        guard.screen(bad)
+    assert "\n" not in str(info.value) and str(info.value)
+
+
+def test_empty_batch(guard):
+    assert guard.screen(np.zeros((0, 28, 28), np.uint8)) == []
+
+
+def test_same_image_same_verdict_whatever_the_batch(guard, mnist):
+    x = mnist.test_x[:40]
+    alone = [guard.screen(x[i])[0] for i in (0, 17, 39)]
+    together = guard.screen(x)
+    shuffled = guard.screen(x[::-1])
+    for i, v in zip((0, 17, 39), alone):
+        assert together[i] == v == shuffled[len(x) - 1 - i]
+
+
+def test_results_do_not_depend_on_thread_count(mnist):
+    x = mnist.test_x[:100]
+    one = Guard.load(providers="cpu", threads=1).screen(x)
+    two = Guard.load(providers="cpu", threads=2).screen(x)
+    assert one == two
+
+
+def test_one_guard_shared_by_threads_matches_serial(guard, mnist):
+    x = mnist.test_x[:160]
+    serial = guard.screen(x)
+    chunks = [x[i : i + 10] for i in range(0, len(x), 10)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        parallel = [v for part in pool.map(guard.screen, chunks) for v in part]
+    assert parallel == serial
+
+
+def test_seed_changes_the_samples_but_stays_repeatable(mnist):
+    x = mnist.test_x[:20]
+    a = Guard.load(providers="cpu", seed=1).analyze(x).signals["recon_mse"]
+    b = Guard.load(providers="cpu", seed=1).analyze(x).signals["recon_mse"]
+    c = Guard.load(providers="cpu", seed=2).analyze(x).signals["recon_mse"]
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_alpha_changes_what_is_flagged(guard, mnist):
+    x = mnist.test_x[:300]
+    strict = Guard.load(providers="cpu", alpha=0.001).screen(x)
+    loose = Guard.load(providers="cpu", alpha=0.2).screen(x)
+    assert sum(v.flagged for v in strict) <= sum(v.flagged for v in loose)
+    assert sum(v.flagged for v in loose) > 0
+
+
+@pytest.mark.parametrize("kwargs, error", [
+    ({"k": 0}, ValueError), ({"k": 2.5}, TypeError), ({"seed": -1}, ValueError),
+    ({"alpha": 0.0}, ValueError), ({"alpha": 1.5}, ValueError), ({"alpha": "x"}, ValueError),
+    ({"providers": "tpu"}, ProviderError), ({"providers": ["NoSuchExecutionProvider"]}, ProviderError),
+])
+def test_bad_load_arguments(kwargs, error):
+    with pytest.raises(error):
+        Guard.load(**kwargs)
+
+
+def test_k_and_warmup(mnist):
+    g = Guard.load(providers="cpu", k=3)
+    timings = g.warmup()
+    assert set(timings) >= {"kernels_s", "first_screen_s", "total_s"} and timings["total_s"] >= 0
+    assert len(g.screen(mnist.test_x[0])[0].labels) == 3
+
+
+# -- providers ------------------------------------------------------------------------------------
+
+def test_cuda_requested_but_missing_is_an_error(monkeypatch):
+    monkeypatch.setattr(sessions.ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    with pytest.raises(ProviderError, match="CUDAExecutionProvider"):
+        Guard.load(providers="cuda")
+
+
+def test_auto_falls_back_to_cpu_with_a_warning(monkeypatch, caplog):
+    monkeypatch.setattr(sessions.ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    with caplog.at_level(logging.WARNING, logger="edgeguard.sessions"):
+        g = Guard.load(providers="auto")
+    assert g.providers == ["CPUExecutionProvider"]
+    assert any("CUDAExecutionProvider" in r.message for r in caplog.records)
+
+
+def test_silent_fallback_is_detected(monkeypatch, caplog):
+    """onnxruntime can drop CUDA without an error: the session's real providers are checked."""
+    monkeypatch.setattr(sessions.ort, "get_available_providers",
+                        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    real = sessions.ort.InferenceSession
+
+    def cpu_only(model, sess_options=None, providers=None):
+        return real(model, sess_options=sess_options, providers=["CPUExecutionProvider"])
+
+    monkeypatch.setattr(sessions.ort, "InferenceSession", cpu_only)
+    with caplog.at_level(logging.WARNING, logger="edgeguard.sessions"):
+        g = Guard.load(providers="auto")
+    assert g.providers == ["CPUExecutionProvider"]
+    assert any("runs it on CPUExecutionProvider" in r.message for r in caplog.records)
+    with pytest.raises(ProviderError, match="runs it on"):
+        Guard.load(providers="cuda")
+
+
+# -- bundles ----------------------------------------------------------------------------------------
+
+@pytest.fixture
+def bundle_copy(tmp_path):
+    target = tmp_path / "bundle"
+    shutil.copytree(shipped_bundle_path(), target)
+    return target
+
+
+def test_tampered_model_is_refused(bundle_copy):
+    path = bundle_copy / "decoder.onnx"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="sha256"):
+        Guard.load(bundle_copy)
+
+
+def test_missing_model_and_manifest_are_refused(bundle_copy):
+    (bundle_copy / "encoder.onnx").unlink()
+    with pytest.raises(BundleError, match="missing"):
+        Guard.load(bundle_copy)
+    (bundle_copy / "manifest.json").unlink()
+    with pytest.raises(BundleError, match="manifest"):
+        Guard.load(bundle_copy)
+
+
+def test_manifest_path_outside_the_bundle_is_refused(bundle_copy):
+    manifest = json.loads((bundle_copy / "manifest.json").read_text())
+    manifest["models"]["encoder"]["file"] = "../../etc/passwd"
+    (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="not a file inside the bundle"):
+        Guard.load(bundle_copy)
+
+
+def test_uncalibrated_bundle_says_how_to_calibrate(bundle_copy, digits):
+    manifest = json.loads((bundle_copy / "manifest.json").read_text())
+    manifest["calibration"] = None
+    (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+    g = Guard.load(bundle_copy, providers="cpu")
+    assert len(g.analyze(digits[:2]).label) == 2
+    with pytest.raises(BundleError, match="export.calibrate"):
+        g.screen(digits[:2])
+
+
+def test_runtime_never_imports_torch(tmp_path):
+    code = (
+        "import sys, numpy as np\n"
+        "import edgeguard\n"
+        "from edgeguard import Guard, preprocess\n"
+        "from edgeguard import cli, webcam\n"
+        "g = Guard.load(providers='cpu')\n"
+        "g.screen(np.zeros((2, 28, 28), np.uint8))\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
