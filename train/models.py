@@ -52,10 +52,12 @@ class Decoder(nn.Module):
 
 
 class VAE(nn.Module):
-    def __init__(self, latent_dim: int = LATENT_DIM):
+    """The encoder runs once per image and the decoder K times, so the encoder can afford more width."""
+
+    def __init__(self, latent_dim: int = LATENT_DIM, width: int = 32, encoder_width: int = 64):
         super().__init__()
-        self.encoder = Encoder(latent_dim)
-        self.decoder = Decoder(latent_dim)
+        self.encoder = Encoder(latent_dim, encoder_width)
+        self.decoder = Decoder(latent_dim, width)
         self.latent_dim = latent_dim
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

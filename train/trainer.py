@@ -37,11 +37,16 @@ class TrainConfig:
     out: Path
     data_dir: Path | None = None
     seed: int = 0
-    vae_epochs: int = 20
-    clf_epochs: int = 12
+    vae_epochs: int = 12
+    clf_epochs: int = 8
     batch_size: int = 128
     latent_dim: int = LATENT_DIM
-    beta: float = 1.0
+    beta: float = 0.5
+    vae_width: int = 32  # decoder width
+    encoder_width: int = 64
+    refine_epochs: int = 5  # stage 3: VAE with the classifier's loss on its reconstructions
+    refine_weight: float = 50.0
+    finetune_epochs: int = 2  # stage 4: the classifier on the refined VAE's reconstructions
     threads: int = 2
     quick: bool = False
     quick_size: int = 2000
@@ -53,6 +58,7 @@ class TrainConfig:
         self.out = Path(self.out)
         if self.quick:
             self.vae_epochs, self.clf_epochs = min(self.vae_epochs, 1), min(self.clf_epochs, 1)
+            self.refine_epochs, self.finetune_epochs = min(self.refine_epochs, 1), min(self.finetune_epochs, 1)
 
 
 def seed_everything(seed: int, threads: int) -> None:
@@ -99,28 +105,38 @@ def batches(n: int, size: int, gen: torch.Generator):
         yield order[start : start + size]
 
 
-def train_vae(cfg: TrainConfig, x: torch.Tensor, gen: torch.Generator) -> VAE:
-    vae = VAE(cfg.latent_dim)
-    opt = torch.optim.Adam(vae.parameters(), lr=2e-3)
-    steps = cfg.vae_epochs * math.ceil(len(x) / cfg.batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=max(steps, 1))
-    for epoch in range(cfg.vae_epochs):
-        vae.train()
-        bar = tqdm(list(batches(len(x), cfg.batch_size, gen)), desc=f"vae {epoch + 1}/{cfg.vae_epochs}",
+def run_epochs(name: str, params, epochs: int, lr: float, n: int, cfg: TrainConfig, gen: torch.Generator,
+               step) -> None:
+    """Adam with a one-cycle schedule over ``epochs`` passes; ``step(idx)`` returns a batch's loss."""
+    opt = torch.optim.Adam(params, lr=lr, weight_decay=1e-5)
+    steps = max(epochs * math.ceil(n / cfg.batch_size), 1)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    for epoch in range(epochs):
+        bar = tqdm(list(batches(n, cfg.batch_size, gen)), desc=f"{name} {epoch + 1}/{epochs}",
                    disable=not cfg.progress, leave=False)
         total = 0.0
         for idx in bar:
-            xb = x[idx]
-            recon, mu, logvar = vae(xb)
-            loss, bce, kl = vae_loss(recon, xb, mu, logvar, cfg.beta)
+            loss = step(idx)
             opt.zero_grad()
             loss.backward()
             opt.step()
             sched.step()
             total += loss.item() * len(idx)
-            bar.set_postfix(bce=f"{bce.item():.1f}", kl=f"{kl.item():.1f}")
-        log.info("vae epoch %d: loss %.2f", epoch + 1, total / len(x))
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        log.info("%s epoch %d/%d: loss %.4f", name, epoch + 1, epochs, total / n)
+
+
+def train_vae(cfg: TrainConfig, x: torch.Tensor, gen: torch.Generator) -> VAE:
+    """Stage 1: the VAE alone (negative ELBO, KL weighted by beta)."""
+    vae = VAE(cfg.latent_dim, cfg.vae_width, cfg.encoder_width).train()
+    run_epochs("vae", vae.parameters(), cfg.vae_epochs, 2e-3, len(x), cfg, gen,
+               lambda idx: vae_loss(*_vae_out(vae, x[idx]), cfg.beta)[0])
     return vae.eval()
+
+
+def _vae_out(vae: VAE, xb: torch.Tensor):
+    recon, mu, logvar = vae(xb)
+    return recon, xb, mu, logvar
 
 
 @torch.no_grad()
@@ -129,31 +145,36 @@ def sample_reconstructions(vae: VAE, x: torch.Tensor) -> torch.Tensor:
     return vae.decoder(mu + torch.exp(0.5 * logvar) * torch.randn_like(mu))
 
 
-def train_classifier(cfg: TrainConfig, vae: VAE, x: torch.Tensor, y: torch.Tensor,
-                     gen: torch.Generator) -> Classifier:
-    clf = Classifier()
-    opt = torch.optim.Adam(clf.parameters(), lr=3e-3, weight_decay=1e-5)
-    steps = cfg.clf_epochs * math.ceil(len(x) / cfg.batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=max(steps, 1))
-    for epoch in range(cfg.clf_epochs):
-        clf.train()
-        bar = tqdm(list(batches(len(x), cfg.batch_size, gen)), desc=f"classifier {epoch + 1}/{cfg.clf_epochs}",
-                   disable=not cfg.progress, leave=False)
-        correct = seen = 0
-        for idx in bar:
-            xb, yb = augment(x[idx], gen), y[idx]
-            recon = sample_reconstructions(vae, xb)
-            logits = clf(torch.cat([xb, recon]))
-            loss = F.cross_entropy(logits, torch.cat([yb, yb]))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            correct += (logits[: len(idx)].argmax(1) == yb).sum().item()
-            seen += len(idx)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-        log.info("classifier epoch %d: train accuracy %.4f", epoch + 1, correct / seen)
+def train_classifier(cfg: TrainConfig, vae: VAE, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator,
+                     clf: Classifier | None = None, epochs: int | None = None, lr: float = 3e-3) -> Classifier:
+    """Stages 2 and 4: the classifier on augmented clean images and on sampled reconstructions of them."""
+    clf = (clf or Classifier()).train()
+    vae.eval()
+
+    def step(idx):
+        xb, yb = augment(x[idx], gen), y[idx]
+        logits = clf(torch.cat([xb, sample_reconstructions(vae, xb)]))
+        return F.cross_entropy(logits, torch.cat([yb, yb]))
+
+    run_epochs("classifier", clf.parameters(), cfg.clf_epochs if epochs is None else epochs, lr, len(x), cfg,
+               gen, step)
     return clf.eval()
+
+
+def refine_vae(cfg: TrainConfig, vae: VAE, clf: Classifier, x: torch.Tensor, y: torch.Tensor,
+               gen: torch.Generator) -> VAE:
+    """Stage 3: the VAE again, now also asked that the frozen classifier reads its sampled
+    reconstructions as the input's label, so that sampling keeps a digit's identity."""
+    vae.train()
+    clf.eval().requires_grad_(False)
+
+    def step(idx):
+        recon, xb, mu, logvar = _vae_out(vae, x[idx])
+        return vae_loss(recon, xb, mu, logvar, cfg.beta)[0] + cfg.refine_weight * F.cross_entropy(clf(recon), y[idx])
+
+    run_epochs("refine vae", vae.parameters(), cfg.refine_epochs, 5e-4, len(x), cfg, gen, step)
+    clf.requires_grad_(True)
+    return vae.eval()
 
 
 @torch.no_grad()
@@ -185,6 +206,9 @@ def train(cfg: TrainConfig) -> dict:
         x, y = x[: cfg.quick_size], y[: cfg.quick_size]
     vae = train_vae(cfg, x, gen)
     clf = train_classifier(cfg, vae, x, y, gen)
+    if cfg.refine_epochs:
+        vae = refine_vae(cfg, vae, clf, x, y, gen)
+        clf = train_classifier(cfg, vae, x, y, gen, clf=clf, epochs=cfg.finetune_epochs, lr=5e-4)
     val_n = cfg.val_size or (1000 if cfg.quick else len(data.val_x))
     val = evaluate(vae, clf, to_tensor(data.val_x[:val_n]), torch.from_numpy(data.val_y[:val_n].astype(np.int64)))
     cfg.out.mkdir(parents=True, exist_ok=True)
@@ -208,7 +232,8 @@ def load_models(run_dir: Path) -> tuple[VAE, Classifier, dict]:
     """Loads the checkpoints of a training run (weights only: no code is unpickled)."""
     run_dir = Path(run_dir)
     meta = json.loads((run_dir / META_FILE).read_text())
-    vae = VAE(meta["config"]["latent_dim"])
+    cfg = meta["config"]
+    vae = VAE(cfg["latent_dim"], cfg.get("vae_width", 32), cfg.get("encoder_width", 32))
     vae.load_state_dict(torch.load(run_dir / VAE_FILE, weights_only=True))
     clf = Classifier()
     clf.load_state_dict(torch.load(run_dir / CLASSIFIER_FILE, weights_only=True))
