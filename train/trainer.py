@@ -37,16 +37,16 @@ class TrainConfig:
     out: Path
     data_dir: Path | None = None
     seed: int = 0
-    vae_epochs: int = 12
-    clf_epochs: int = 8
+    vae_epochs: int = 10
+    clf_epochs: int = 10
     batch_size: int = 128
     latent_dim: int = LATENT_DIM
-    beta: float = 0.5
+    beta: float = 0.25
     vae_width: int = 32  # decoder width
     encoder_width: int = 64
-    refine_epochs: int = 5  # stage 3: VAE with the classifier's loss on its reconstructions
-    refine_weight: float = 50.0
-    finetune_epochs: int = 2  # stage 4: the classifier on the refined VAE's reconstructions
+    refine_epochs: int = 8  # stage 3: VAE with the classifier's loss on its reconstructions
+    refine_weight: float = 100.0
+    finetune_epochs: int = 3  # stage 4: the classifier on the refined VAE's reconstructions
     threads: int = 2
     quick: bool = False
     quick_size: int = 2000
