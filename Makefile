@@ -16,8 +16,12 @@ install: $(PY)
 	$(PIP) install -e .
 
 # Runtime + training/export + test tools. torch==2.13.0 is pinned: it takes the CPU wheel.
+# torchattacks (PGD and C&W for the robustness report) goes in without its dependencies: they would
+# pull torchvision and, with it, another multi-GB torch build; it needs only torch, numpy and scipy.
+TORCHATTACKS := torchattacks==3.5.1
 install-dev: $(PY)
 	$(PIP) install -e ".[train,dev]"
+	$(PIP) install --no-deps $(TORCHATTACKS)
 
 # Fashion-MNIST (the out-of-distribution set) from Debian's package; skipped when present or not root.
 fashion-mnist:

@@ -6,8 +6,10 @@ images, never trained on). A score s becomes the conformal p-value
 
     p = (1 + #{calibration scores >= s}) / (n + 1).
 
-The signals in use are combined with Fisher's statistic T = -2 * sum(log p_j), and T is calibrated
-the same way against the calibration split's own (leave-one-out) statistics. That final p-value is
+The signals in use (chosen in the robustness lab, see reports/robustness.md and export/calibrate.py)
+are combined with Fisher's statistic T = -2 * sum(log p_j) (or, when the manifest says
+``"combination": "min_p"``, Tippett's T = -log(min_j p_j)), and T is calibrated the same way
+against the calibration split's own (leave-one-out) statistics. That final p-value is
 valid whatever the dependence between the signals, and unlike Bonferroni it is not conservative:
 flagging at p < alpha gives a clean false-alarm rate close to alpha.
 
@@ -77,29 +79,44 @@ def fisher(p: np.ndarray) -> np.ndarray:
     return -2.0 * np.log(p).sum(axis=-1)
 
 
+def min_p(p: np.ndarray) -> np.ndarray:
+    """Tippett's (min-p) combination statistic over the last axis: -log(min p) (higher = more anomalous)."""
+    return -np.log(p.min(axis=-1))
+
+
+#: name -> statistic over the last axis of per-signal p-values (higher = more anomalous)
+COMBINATIONS = {"fisher": fisher, "min_p": min_p}
+
+
 @dataclass(frozen=True)
 class Calibration:
     signals: tuple[str, ...]
     scores: dict[str, np.ndarray]  # signal -> sorted clean scores
-    combined: np.ndarray  # sorted Fisher statistics of the calibration split
+    combined: np.ndarray  # sorted combination statistics of the calibration split
+    combination: str = "fisher"  # a key of COMBINATIONS
 
     @classmethod
-    def fit(cls, scores: dict[str, np.ndarray], signals: tuple[str, ...] | None = None) -> "Calibration":
+    def fit(cls, scores: dict[str, np.ndarray], signals: tuple[str, ...] | None = None,
+            combination: str = "fisher") -> "Calibration":
         """Calibrates on clean scores (one array per signal, same length)."""
         signals = tuple(signals or scores)
         unknown = [s for s in signals if s not in SIGNALS]
         if unknown:
             raise ValueError(f"unknown signal(s): {', '.join(unknown)}")
+        if combination not in COMBINATIONS:
+            raise ValueError(f"unknown combination {combination!r}; expected one of {', '.join(COMBINATIONS)}")
         sorted_scores = {name: np.sort(np.asarray(scores[name], np.float32)) for name in signals}
         n = len(next(iter(sorted_scores.values())))
         # Leave-one-out p-values of the calibration points themselves: #{others >= s} + 1 over n.
         loo = np.stack([(n - np.searchsorted(sorted_scores[s], np.asarray(scores[s], np.float32), side="left")) / n
                         for s in signals], axis=1)
-        return cls(signals, sorted_scores, np.sort(fisher(loo)).astype(np.float32))
+        return cls(signals, sorted_scores, np.sort(COMBINATIONS[combination](loo)).astype(np.float32), combination)
 
     def to_manifest(self) -> dict:
+        name = {"fisher": "Fisher", "min_p": "min-p (Tippett)"}[self.combination]
         return {
-            "method": "conformal p-values per signal, Fisher combination, conformally calibrated",
+            "method": f"conformal p-values per signal, {name} combination, conformally calibrated",
+            "combination": self.combination,
             "signals": list(self.signals),
             "scores": {name: encode_scores(self.scores[name]) for name in self.signals},
             "combined": encode_scores(self.combined),
@@ -116,13 +133,19 @@ class Calibration:
         scores = entry.get("scores")
         if not isinstance(scores, dict) or any(s not in scores for s in signals):
             raise BundleError("the manifest's calibration lacks scores for some of its signals")
-        return cls(signals, {s: decode_scores(scores[s]) for s in signals}, decode_scores(entry.get("combined", {})))
+        combination = entry.get("combination", "fisher")  # manifests before the choice was recorded: Fisher
+        if combination not in COMBINATIONS:
+            raise BundleError(f"the manifest's calibration names an unknown combination {combination!r}; "
+                              f"expected one of {', '.join(COMBINATIONS)}")
+        return cls(signals, {s: decode_scores(scores[s]) for s in signals}, decode_scores(entry.get("combined", {})),
+                   combination)
 
     def p_values(self, scores: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Per-signal p-values and the combined p-value, for a batch of scores."""
         per_signal = {name: conformal_p(self.scores[name], np.asarray(scores[name], np.float32))
                       for name in self.signals}
-        stat = fisher(np.stack([per_signal[s] for s in self.signals], axis=1)).astype(np.float32)
+        stacked = np.stack([per_signal[s] for s in self.signals], axis=1)
+        stat = COMBINATIONS[self.combination](stacked).astype(np.float32)
         return per_signal, conformal_p(self.combined, stat)
 
 

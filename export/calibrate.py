@@ -15,20 +15,24 @@ from pathlib import Path
 import numpy as np
 
 from edgeguard.bundle import shipped_bundle_path
-from edgeguard.calibration import SIGNALS, Calibration
+from edgeguard.calibration import COMBINATIONS, Calibration
 from edgeguard.guard import Guard
 from export import manifest as manifest_io
 from export.measure import analyze_all
 from train.data import load_mnist
 
-DEFAULT_SIGNALS = tuple(SIGNALS)
+# Chosen from the robustness lab (reports/robustness.md, "Choosing the verdict's signals"): the signals that
+# separate attacks and OOD inputs from clean digits, without the ones that only dilute the combination.
+DEFAULT_SIGNALS = ("input_mismatch", "recon_mse", "posterior_spread", "low_confidence")
+DEFAULT_COMBINATION = "fisher"
 
 
 def calibrate(bundle_dir: Path, val_x: np.ndarray, test_x: np.ndarray | None = None,
-              signals: tuple[str, ...] = DEFAULT_SIGNALS, k: int | None = None) -> dict:
+              signals: tuple[str, ...] = DEFAULT_SIGNALS, k: int | None = None,
+              combination: str = DEFAULT_COMBINATION) -> dict:
     """Fits the calibration on val_x, writes it into the manifest and returns the manifest's calibration summary."""
     guard = Guard.load(bundle_dir, providers="cpu", k=k)
-    calibration = Calibration.fit(analyze_all(guard, val_x).signals, signals)
+    calibration = Calibration.fit(analyze_all(guard, val_x).signals, signals, combination)
     entry = calibration.to_manifest()
     entry.update(k=guard.k, seed=guard.seed, n=int(len(val_x)), split="MNIST training images 55000-59999")
     if test_x is not None:
@@ -47,11 +51,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bundle", type=Path, default=shipped_bundle_path())
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--signals", default=",".join(DEFAULT_SIGNALS), help="comma-separated signal names")
+    parser.add_argument("--combination", default=DEFAULT_COMBINATION, choices=sorted(COMBINATIONS),
+                        help="how the per-signal p-values are combined")
     parser.add_argument("--quick", action="store_true", help="1,000 images of each split")
     args = parser.parse_args(argv)
     data = load_mnist(args.data_dir)
     n = 1000 if args.quick else None
-    summary = calibrate(args.bundle, data.val_x[:n], data.test_x[:n], tuple(args.signals.split(",")))
+    summary = calibrate(args.bundle, data.val_x[:n], data.test_x[:n], tuple(args.signals.split(",")),
+                        combination=args.combination)
     print(json.dumps(summary, indent=1))
     return 0
 
