@@ -146,7 +146,7 @@ class Guard:
         label = probs[:b].argmax(axis=1)
         confidence = probs[:b].max(axis=1)
         labels, majority, n_distinct, agreement, entropy = kernels.vote(
-            np.ascontiguousarray(probs[b:].reshape(b, k, -1)))
+            np.ascontiguousarray(probs[b:].reshape(b, k, probs.shape[1])))
         recon_flat = recon.reshape(b * k, N_PIXELS)
         mse_mean, mse_min = kernels.recon_errors(x, recon_flat, k)
         signals = {
