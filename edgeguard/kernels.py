@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 
 
@@ -436,10 +437,34 @@ def _check_latents(mu, logvar):
     _check_shape("logvar", logvar, mu.shape, "mu.shape")
 
 
+_PARALLEL_LOCK = threading.Lock()
+
+
 def _variant(serial, parallel, batch, use_parallel):
     if use_parallel is None:
         use_parallel = batch >= PARALLEL_MIN_BATCH
-    return parallel if use_parallel else serial
+    return _serialised(parallel) if use_parallel else serial
+
+
+def _serialised(kernel):
+    """A parallel kernel, run under a lock unless numba's threading layer is known to be thread-safe.
+
+    OpenMP and TBB accept parallel launches from several Python threads; numba's fallback 'workqueue'
+    layer aborts the process instead. The layer is only known after the first parallel launch.
+    """
+    import numba
+
+    def call(*args):
+        try:
+            layer = numba.threading_layer()
+        except ValueError:  # no parallel kernel has run yet
+            layer = None
+        if layer in ("omp", "tbb"):
+            return kernel(*args)
+        with _PARALLEL_LOCK:
+            return kernel(*args)
+
+    return call
 
 
 # --------------------------------------------------------------------------

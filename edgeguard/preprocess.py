@@ -9,12 +9,13 @@ Every problem with an input is raised as :class:`~edgeguard.errors.InputError`; 
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import re
 import stat
 import struct
+import sys
+import tempfile
 import threading
 import zlib
 from contextlib import contextmanager
@@ -128,12 +129,16 @@ def _decode(data: bytes) -> np.ndarray:
     # JPEG: keep colour and depth but apply the EXIF orientation (IMREAD_UNCHANGED ignores it).
     flags = cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH if kind == "jpeg" else cv2.IMREAD_UNCHANGED
     try:
-        with _quiet_opencv():
+        with _quiet_opencv(), _decoder_messages() as messages:
             image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     except cv2.error:
         image = None
     if image is None or image.size == 0:
-        raise InputError(f"truncated or corrupt {name} file (cannot decode it)")
+        said = f": {messages[0]}" if messages else ""
+        raise InputError(f"truncated or corrupt {name} file (cannot decode it{said})")
+    alarming = [m for m in messages if not _BENIGN_DECODER_MESSAGE.match(m)]
+    if alarming:  # decoded, but the decoder filled in or skipped damaged data
+        raise InputError(f"truncated or corrupt {name} file ({alarming[0]})")
     _check_size(image.shape[1], image.shape[0])
     if image.dtype == np.uint8 and image.ndim == 2:
         return image
@@ -290,18 +295,42 @@ _HEADER_READERS = {
 }
 
 
-def _load_npy(data: bytes) -> np.ndarray:
-    stream = io.BytesIO(data)
-    headers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+# The header numpy (and cnpy and others) write, matched exactly: it is never evaluated. numpy's own reader
+# runs ast.literal_eval on it, which can raise tokenize errors and print SyntaxWarnings for crafted files.
+_NPY_HEADER = re.compile(
+    r"\{\s*'descr'\s*:\s*'([^'\\]{1,32})'\s*,\s*'fortran_order'\s*:\s*(True|False)\s*,"
+    r"\s*'shape'\s*:\s*\(\s*((?:\d{1,12}\s*,\s*)*\d{0,12})\s*\)\s*,?\s*\}\s*")
+
+
+def _npy_header(data: bytes) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """(shape, fortran order, dtype, offset of the data) of a .npy file."""
+    bad = InputError("truncated or corrupt .npy file (bad header)")
+    if len(data) < 10:
+        raise bad
+    version = (data[6], data[7])
+    if version not in ((1, 0), (2, 0), (3, 0)):
+        raise InputError(f"unsupported .npy format version {version[0]}.{version[1]}")
+    start = 10 if version == (1, 0) else 12
+    length = int.from_bytes(data[8:start], "little")
+    if length > 65536 or start + length > len(data):
+        raise bad
     try:
-        version = np.lib.format.read_magic(stream)
-        if version not in headers:
-            raise InputError(f"unsupported .npy format version {version[0]}.{version[1]}")
-        shape, _, dtype = headers[version](stream)
-    except InputError:
-        raise
-    except (ValueError, EOFError, OSError, SyntaxError):
-        raise InputError("truncated or corrupt .npy file (bad header)") from None
+        text = data[start : start + length].decode("utf-8" if version == (3, 0) else "latin1")
+    except UnicodeDecodeError:
+        raise bad from None
+    match = _NPY_HEADER.fullmatch(text)
+    if match is None:
+        raise bad
+    try:
+        dtype = np.dtype(match[1])
+    except (TypeError, ValueError):
+        raise InputError(f"unsupported array dtype {match[1]!r}; expected integers or floats") from None
+    shape = tuple(int(v) for v in match[3].split(",") if v.strip())
+    return shape, match[2] == "True", dtype, start + length
+
+
+def _load_npy(data: bytes) -> np.ndarray:
+    shape, fortran, dtype, offset = _npy_header(data)
     # Decide on the header alone: an object array is never loaded (loading would unpickle it).
     if dtype.hasobject:
         raise InputError("object arrays are not accepted (they would need unpickling); save a numeric array")
@@ -317,10 +346,10 @@ def _load_npy(data: bytes) -> np.ndarray:
         raise InputError(f"array shape {shape} is not a gray image; expected (H, W), (1, H, W) or (H, W, 1)")
     _check_size(width, height)
     try:
-        array = np.load(io.BytesIO(data), allow_pickle=False)
-    except (ValueError, EOFError, OSError) as exc:
-        raise InputError("truncated or corrupt .npy file") from exc
-    array = array.reshape(height, width)
+        array = np.frombuffer(data, dtype=dtype, count=height * width, offset=offset)
+    except ValueError:
+        raise InputError("truncated or corrupt .npy file") from None
+    array = array.reshape(shape, order="F" if fortran else "C").reshape(height, width)
     if dtype.kind == "f" and not np.isfinite(array).all():
         raise InputError("array contains NaN or infinite values")
     low, high = array.min().item(), array.max().item()
@@ -336,6 +365,75 @@ def _load_npy(data: bytes) -> np.ndarray:
 _log_lock = threading.Lock()
 _log_users = 0
 _log_saved = 0
+
+# libpng and libjpeg print their warnings and errors straight to the C stderr, which OpenCV's log level
+# does not reach. These are their messages (libjpeg-turbo's JWRN_* texts); the benign ones do not
+# mean the pixels are damaged (ancillary PNG chunks, stray bytes between JPEG segments).
+_DECODER_LINE = re.compile(
+    rb"(?:libpng (?:error|warning)|Corrupt JPEG data|Premature end of JPEG file|Invalid SOS parameters"
+    rb"|Inconsistent progression|Unknown Adobe color transform|Warning: unknown JFIF|Application transferred)"
+    rb"[^\n]*(?:\n|$)")
+_BENIGN_DECODER_MESSAGE = re.compile(
+    r"libpng warning: (?:iCCP|sRGB|cHRM|gAMA|sBIT|bKGD|pHYs|tIME|tEXt|zTXt|iTXt|Ignoring)"
+    r"|Corrupt JPEG data: \d+ extraneous bytes before marker|Warning: unknown JFIF|Unknown Adobe color transform")
+_fd_lock = threading.Lock()
+_fd_users = 0
+_fd_saved = -1
+_fd_file = None
+
+
+@contextmanager
+def _decoder_messages():
+    """Collect what the C decoders print to fd 2 during the block, instead of letting it reach the user.
+
+    fd 2 is process-wide: while any thread decodes, it points at a temporary file. When the last
+    decoding thread is done it is restored, and whatever was captured that is not a decoder message
+    (another thread's output) is written back. Yields a list that then holds this block's decoder
+    messages (with concurrent decodes, possibly also another thread's).
+    """
+    global _fd_users, _fd_saved, _fd_file
+    messages: list[str] = []
+    with _fd_lock:
+        if _fd_users == 0:
+            try:
+                if not hasattr(os, "pread"):  # not POSIX: leave fd 2 alone
+                    raise OSError("no os.pread")
+                if sys.stderr is not None:
+                    sys.stderr.flush()
+                capture = tempfile.TemporaryFile()
+                saved = os.dup(2)
+                os.dup2(capture.fileno(), 2)
+            except (OSError, ValueError, AttributeError):  # no usable fd 2: nothing to capture
+                capture = None
+            else:
+                _fd_file, _fd_saved = capture, saved
+        else:
+            capture = _fd_file
+        if capture is not None:
+            _fd_users += 1
+            start = os.fstat(capture.fileno()).st_size
+    if capture is None:
+        yield messages
+        return
+    try:
+        yield messages
+    finally:
+        with _fd_lock:
+            file = _fd_file
+            end = os.fstat(file.fileno()).st_size
+            text = os.pread(file.fileno(), end - start, start) if end > start else b""
+            messages += [" ".join(m.decode("utf-8", "replace").split()) for m in _DECODER_LINE.findall(text)]
+            _fd_users -= 1
+            if _fd_users == 0:
+                if sys.stderr is not None:
+                    sys.stderr.flush()
+                os.dup2(_fd_saved, 2)
+                os.close(_fd_saved)
+                rest = _DECODER_LINE.sub(b"", os.pread(file.fileno(), end, 0)) if end else b""
+                while rest:
+                    rest = rest[os.write(2, rest):]
+                file.close()
+                _fd_file, _fd_saved = None, -1
 
 
 @contextmanager
