@@ -87,13 +87,30 @@ def expand_inputs(paths: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
                 problems.append((raw, "folder holds no supported image files"))
             files += found
         elif not os.path.lexists(path) and GLOB_CHARS & set(raw):
-            matches = sorted(m for m in glob.glob(raw, recursive=True) if os.path.isfile(m))
+            matches = sorted(m for m in _glob(raw) if os.path.isfile(m))
             if not matches:
                 problems.append((raw, "no files match this pattern"))
             files += matches
         else:
             files.append(raw)  # missing or unreadable files are reported when they are loaded
     return files, problems
+
+
+def _glob(pattern: str) -> list[str]:
+    """glob.glob, except that `**` does not descend into symlinked folders: glob.glob follows them, so a
+    symlink loop (a folder linking to itself or a parent) made it enumerate paths without end."""
+    parts = Path(pattern).parts
+    if "**" not in parts:
+        return glob.glob(pattern)  # without `**`, every component is matched once: no loop
+    fixed = next(i for i, part in enumerate(parts) if GLOB_CHARS & set(part))
+    base = Path(*parts[:fixed]) if fixed else Path(".")
+    rest = "/".join(parts[fixed:])
+    hidden_ok = any(part.startswith(".") for part in parts[fixed:])
+    found = []
+    for match in base.glob(rest):  # pathlib's `**` skips symlinked folders
+        if hidden_ok or not any(part.startswith(".") for part in match.relative_to(base).parts):
+            found.append(os.fspath(match))
+    return found
 
 
 def _progress(total: int):
@@ -104,6 +121,7 @@ def _progress(total: int):
 
 
 def _table(verdicts) -> "object":
+    from rich.markup import escape
     from rich.table import Table
 
     styles = {"clean": "green", "adversarial": "red", "out_of_distribution": "magenta", "uncertain": "yellow"}
@@ -113,7 +131,7 @@ def _table(verdicts) -> "object":
         table.add_column(column, no_wrap=True)
     table.add_column("reasons", overflow="fold")
     for v in verdicts:
-        table.add_row(v.source or "-", str(v.label), f"{v.confidence:.3f}", str(v.purified_label), str(v.n_distinct),
+        table.add_row(escape(v.source or "-"), str(v.label), f"{v.confidence:.3f}", str(v.purified_label), str(v.n_distinct),
                       f"{v.p_value:.4f}", f"[{styles[v.verdict]}]{v.verdict}[/]", ", ".join(v.reasons) or "-")
     return table
 
@@ -135,8 +153,11 @@ def detect(
 
     files, problems = expand_inputs(paths)
     for raw, problem in problems:
-        err.print(f"error: {raw}: {problem}", markup=False)
+        err.print(f"error: {InputError(problem, raw)}", markup=False)
     guard = load_guard(bundle, providers, k, seed, alpha)
+    if guard.calibration is None:
+        raise fail(f"{guard.bundle.path}: the bundle is not calibrated; run `python -m export.calibrate`",
+                   EXIT_BUNDLE)
     verdicts = []
     with _progress(len(files)) as progress:
         task = progress.add_task("screen", total=len(files))
@@ -177,6 +198,7 @@ def info(
     import numba
     import numpy
     import onnxruntime
+    from rich.markup import escape
 
     from edgeguard.sessions import available_providers
 
@@ -186,6 +208,7 @@ def info(
     summary = {
         "edgeguard": __version__,
         "bundle": str(guard.bundle.path),
+        "manifest_sha256": guard.bundle.manifest_sha256,
         "format_version": m["format_version"],
         "latent_dim": m["latent_dim"],
         "default_k": m["default_k"],
@@ -201,7 +224,59 @@ def info(
         return
     for key, value in summary.items():
         text = json.dumps(value) if isinstance(value, (dict, list)) else str(value)
-        out.print(f"[bold]{key}[/]: {text}")
+        out.print(f"[bold]{key}[/]: {escape(text)}")
+
+
+@app.command()
+def webcam(
+    source: str = typer.Option("0", "--source", "-s", help="Camera index (0, 1, ...), a video file or a stream URL."),
+    no_display: bool = typer.Option(False, "--no-display", help="Open no window (automatic when there is no display)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object per frame on stdout."),
+    record: Optional[Path] = typer.Option(None, "--record", help="Write the annotated video to this file (mp4v)."),
+    max_digits: int = typer.Option(8, "--max-digits", min=1, max=64, help="Most digits screened per frame."),
+    every: int = typer.Option(1, "--every", min=1, help="Screen every Nth frame (reuse the results in between)."),
+    alpha: float = typer.Option(0.01, "--alpha", min=1e-6, max=0.5, help="False-alarm rate on clean digits."),
+    k: Optional[int] = typer.Option(None, "--k", min=1, max=1024, help="Samples per digit (default: the bundle's)."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the latent sampling."),
+    providers: str = typer.Option("auto", "--providers", help="auto, cpu, cuda, or a comma-separated list."),
+    bundle: Optional[Path] = typer.Option(None, "--bundle", help="Model bundle folder (default: the shipped one)."),
+) -> None:
+    """Screen the digits seen by a camera, in a video file or a stream, live: a box per digit, coloured by verdict.
+
+    q or Esc in the window (or Ctrl-C) quits. Exit 0 when the video ends or you quit; 2 when the source
+    cannot be opened or read, or the --record file cannot be written.
+    """
+    from edgeguard.errors import InputError
+    from edgeguard import webcam as cam
+
+    display = not no_display
+    if display:
+        display, why = cam.display_available()
+        if not display:
+            err.print(f"note: {why}; running without a window", markup=False)
+    guard = load_guard(bundle, providers, k, seed, alpha)
+    if guard.calibration is None:
+        raise fail(f"{guard.bundle.path}: the bundle is not calibrated; run `python -m export.calibrate`",
+                   EXIT_BUNDLE)
+
+    def on_frame(result) -> None:
+        if as_json:
+            out.print(json.dumps(result.to_dict()), markup=False)
+        elif not display and result.screened and result.digits:
+            digits = "  ".join(" ".join(cam.describe(d)) for d in result.digits)
+            out.print(f"frame {result.index} ({result.time_s:.2f} s): {digits}", markup=False)
+        else:
+            return
+        out.file.flush()
+
+    try:
+        summary = cam.run(guard, source, display=display, record=record, max_digits=max_digits, every=every,
+                          on_frame=on_frame)
+    except InputError as e:
+        raise fail(str(e), EXIT_INPUT) from None
+    for note in summary.notes:
+        err.print(f"note: {note}", markup=False)
+    err.print(summary.message, markup=False)
 
 
 def main() -> None:
