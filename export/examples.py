@@ -3,7 +3,7 @@
 - clean digits from the MNIST test set (PNG, 28x28);
 - a photo-like digit: dark ink on uneven, noisy light paper, larger than 28x28 (JPEG);
 - a non-digit: a Fashion-MNIST test item (an ankle boot);
-- an adversarial digit: PGD against the shipped classifier (written by train.attacks when available).
+- an adversarial digit: FGSM (eps 0.2) against the shipped classifier, saved as 8-bit PNG.
 """
 
 from __future__ import annotations
@@ -34,6 +34,18 @@ def photo_like(digit: np.ndarray, seed: int = 0) -> np.ndarray:
     return np.clip(page * 255, 0, 255).astype(np.uint8)
 
 
+def adversarial(digit: np.ndarray, label: int, eps: float = 0.2) -> np.ndarray:
+    """FGSM on the shipped classifier (its ONNX weights in PyTorch), rounded to 8 bits."""
+    import torch
+
+    from train.attacks import fgsm
+    from train.from_onnx import load_shipped
+
+    x = torch.from_numpy(digit.astype(np.float32) / 255).view(1, 1, 28, 28)
+    adv = fgsm(load_shipped().classifier, x, torch.tensor([label]), eps)
+    return np.round(adv.view(28, 28).numpy() * 255).astype(np.uint8)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m export.examples", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=OUT)
@@ -43,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     for index in CLEAN_INDICES:
         cv2.imwrite(str(args.out / f"digit_{data.test_y[index]}.png"), data.test_x[index])
     cv2.imwrite(str(args.out / "photo_digit_3.jpg"), photo_like(data.test_x[18]), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    cv2.imwrite(str(args.out / "adversarial_from_9.png"), adversarial(data.test_x[7], int(data.test_y[7])))
     fashion_x, fashion_y = load_fashion_mnist("test")
     cv2.imwrite(str(args.out / "not_a_digit_boot.png"), fashion_x[0])
     print(f"wrote examples to {args.out}")
