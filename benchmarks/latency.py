@@ -1136,7 +1136,7 @@ def section_prototypes(args, plan: Plan) -> dict:
 
     # 4. chunked batches: the decoder and classifier run big batches in pieces that stay in cache.
     if plan is FULL:
-        chunk_rows = (64, 256)
+        chunk_rows = (16, 32, 64, 256)
         variants = {"current": guard.screen}
         for rows in chunk_rows:
             variants[f"chunks_of_{rows}"] = with_sessions(guard, {
