@@ -102,6 +102,8 @@ def test_quick_reference_roofline_targets(quick):
         assert all(positive(row[f]) for f in ("runtime_ms", "torch_ms", "numpy_post_ms", "speedup_vs_torch",
                                                "speedup_vs_numpy_post"))
         assert set(ref["parity"]) == {"max_abs_mu_difference", "input_label_agreement", "same_weights"}
+        if ref["lean_vs_runtime"] is not None:  # the all-savings prototype gives the runtime's verdicts
+            assert ref["lean_vs_runtime"]["same_verdicts"] and positive(row["lean_speedup_vs_torch"])
     rf = r["roofline"]
     if rf["skipped"]:
         assert "onnx" in rf["reason"]
@@ -122,7 +124,8 @@ def test_quick_reference_roofline_targets(quick):
     assert set(protos["k_sweep"]["ms"]) == {"1", "2", "4", "6", "8", "10"}
     assert all(v is True for v in protos["fused_graphs"]["rows"][0]["same_verdicts"].values())
     assert protos["unchecked_kernels"]["rows"][0]["same_verdicts"] is True
-    assert set(protos["cold_start"]["median_s"]) == {"current", "without_scipy", "numba_free"}
+    assert set(protos["cold_start"]["median_s"]) == {"current", "gc_frozen", "numba_free"}
+    assert all(positive(v) for v in protos["cold_start"]["median_s"].values())
 
 
 @pytest.mark.slow
@@ -299,3 +302,29 @@ def test_fused_graphs_compute_what_the_three_sessions_compute():
         np.testing.assert_array_equal(labels, want.labels)
         for name, values in signals.items():
             np.testing.assert_allclose(values, want.signals[name], rtol=1e-4, atol=1e-6)
+
+
+def test_lean_pieces_compute_what_the_runtime_computes():
+    pytest.importorskip("onnx")
+    import onnxruntime as ort
+
+    from edgeguard.guard import Guard
+
+    guard = Guard.load(None, providers="cpu", k=10)
+    images = L.synthetic_digits(16, seed=2)
+    signals = guard.analyze(images).signals
+    want_p, want_combined = guard.calibration.p_values(signals)
+    got_p, got_combined = L.lean_p_values(guard.calibration, signals)
+    np.testing.assert_array_equal(got_combined, want_combined)
+    for name in want_p:
+        np.testing.assert_array_equal(got_p[name], want_p[name])
+    d = guard.bundle.latent_dim
+    split = ort.InferenceSession(L.build_split_encoder(guard.bundle.models["encoder"], d),
+                                 providers=["CPUExecutionProvider"])
+    x = L.as_batch_np(images).reshape(-1, 1, 28, 28)
+    for got, want in zip(split.run(None, {"image": x}), guard._sessions["encoder"].run(None, {"image": x})):
+        np.testing.assert_array_equal(got, want)
+    lean = L.lean_variant(guard)
+    agreement = L.verdict_agreement(lean(images), guard.screen(images))
+    assert agreement["same_verdicts"] and agreement["same_labels"]
+    assert agreement["max_abs_score_difference"] < 1e-4  # z in float32 inside the graph, not float64 in numba
