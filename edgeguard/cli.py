@@ -29,7 +29,17 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 EXIT_FLAGGED, EXIT_INPUT, EXIT_BUNDLE = 1, 2, 3
 BATCH = 256
+#: `detect --kernels auto` uses the numba kernels from this many images on, the NumPy twins below it:
+#: importing numba and loading its cached kernels costs about a second, more than numba saves on a
+#: few hundred images (benchmarks/latency.py, cold start and kernel sections).
+NUMBA_MIN_IMAGES = 1024
 GLOB_CHARS = set("*?[")
+
+
+class Kernels(str, Enum):
+    auto = "auto"
+    numba = "numba"
+    numpy = "numpy"
 
 
 class FailOn(str, Enum):
@@ -58,13 +68,13 @@ def fail(message: str, code: int) -> typer.Exit:
 
 
 def load_guard(bundle: Optional[Path], providers: str, k: Optional[int] = None, seed: int = 0,
-               alpha: float = 0.01, threads: int = 1):
+               alpha: float = 0.01, threads: int = 1, kernels: str = "numba"):
     from edgeguard.errors import EdgeGuardError
     from edgeguard.guard import Guard
 
     choice: str | list[str] = providers if "," not in providers else [p.strip() for p in providers.split(",")]
     try:
-        return Guard.load(bundle, providers=choice, k=k, seed=seed, alpha=alpha, threads=threads)
+        return Guard.load(bundle, providers=choice, k=k, seed=seed, alpha=alpha, threads=threads, kernels=kernels)
     except (TypeError, ValueError) as e:
         raise fail(str(e), EXIT_INPUT) from None
     except EdgeGuardError as e:
@@ -146,6 +156,8 @@ def detect(
     bundle: Optional[Path] = typer.Option(None, "--bundle", help="Model bundle folder (default: the shipped one)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per image."),
     fail_on: FailOn = typer.Option(FailOn.never, "--fail-on", help="'flagged': exit 1 when an image is flagged."),
+    kernels: Kernels = typer.Option(Kernels.auto, "--kernels",
+                                    help=f"numba, numpy, or auto: numba from {NUMBA_MIN_IMAGES} images on."),
 ) -> None:
     """Screen digit images and say whether the classifier's answer can be trusted."""
     from edgeguard.errors import InputError
@@ -154,7 +166,9 @@ def detect(
     files, problems = expand_inputs(paths)
     for raw, problem in problems:
         err.print(f"error: {InputError(problem, raw)}", markup=False)
-    guard = load_guard(bundle, providers, k, seed, alpha)
+    if kernels is Kernels.auto:
+        kernels = Kernels.numba if len(files) >= NUMBA_MIN_IMAGES else Kernels.numpy
+    guard = load_guard(bundle, providers, k, seed, alpha, kernels=kernels.value)
     if guard.calibration is None:
         raise fail(f"{guard.bundle.path}: the bundle is not calibrated; run `python -m export.calibrate`",
                    EXIT_BUNDLE)

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeguard import kernels
 from edgeguard.bundle import Bundle, load_bundle
 from edgeguard.calibration import SIGNALS, Calibration, decide
 from edgeguard.errors import BundleError, InputError
@@ -102,8 +101,10 @@ class Guard:
     """Screens digit images with a VAE and a classifier. Create with ``Guard.load``; thread-safe."""
 
     def __init__(self, bundle: Bundle, sessions: dict, *, k: int, seed: int, alpha: float,
-                 calibration: Calibration | None):
+                 calibration: Calibration | None, kernels: str = "numba"):
         self.bundle = bundle
+        self.kernels = kernels
+        self._k = kernel_backend(kernels)
         self._sessions = sessions
         self.k, self.seed, self.alpha = k, seed, alpha
         self.calibration = calibration
@@ -112,8 +113,14 @@ class Guard:
 
     @classmethod
     def load(cls, bundle: str | os.PathLike[str] | None = None, providers: str | Sequence[str] = "auto",
-             k: int | None = None, seed: int = 0, alpha: float = 0.01, threads: int = 1) -> "Guard":
-        """Loads and verifies a bundle (None: the shipped one) and creates its onnxruntime sessions."""
+             k: int | None = None, seed: int = 0, alpha: float = 0.01, threads: int = 1,
+             kernels: str = "numba") -> "Guard":
+        """Loads and verifies a bundle (None: the shipped one) and creates its onnxruntime sessions.
+
+        ``kernels``: "numba" (compiled kernels; fastest per call, about a second to import) or "numpy"
+        (the NumPy twins; same results, for one-shot processes such as ``edgeguard detect``)."""
+        if kernels not in KERNELS:
+            raise ValueError(f"kernels must be one of {', '.join(KERNELS)}, got {kernels!r}")
         k = _check_int("k", k, minimum=1) if k is not None else None
         seed = _check_int("seed", seed, minimum=0)
         threads = _check_int("threads", threads, minimum=0)
@@ -126,7 +133,8 @@ class Guard:
                     for name, data in loaded.models.items()}
         entry = loaded.calibration
         calibration = Calibration.from_manifest(entry) if entry else None
-        return cls(loaded, sessions, k=k or loaded.default_k, seed=seed, alpha=float(alpha), calibration=calibration)
+        return cls(loaded, sessions, k=k or loaded.default_k, seed=seed, alpha=float(alpha), calibration=calibration,
+                   kernels=kernels)
 
     @property
     def manifest(self) -> dict:
@@ -136,29 +144,15 @@ class Guard:
     def analyze(self, images, *, keep_recon: bool = False) -> Screening:
         """Runs the models and kernels; returns raw scores (no calibration needed)."""
         x = as_batch(images)
-        b, k = x.shape[0], self.k
+        b, k, kernels = x.shape[0], self.k, self._k
         image = x.reshape(b, 1, SIDE, SIDE)
         mu, logvar = self._sessions["encoder"].run(None, {"image": image})
         z = kernels.sample_latents(mu, logvar, kernels.image_seeds(x, self.seed), k)
         (recon,) = self._sessions["decoder"].run(None, {"z": z})
         (logits,) = self._sessions["classifier"].run(None, {"image": np.concatenate([image, recon])})
-        probs = kernels.softmax(logits)
-        label = probs[:b].argmax(axis=1)
-        confidence = probs[:b].max(axis=1)
-        labels, majority, n_distinct, agreement, entropy = kernels.vote(
-            np.ascontiguousarray(probs[b:].reshape(b, k, probs.shape[1])))
-        recon_flat = recon.reshape(b * k, N_PIXELS)
-        mse_mean, mse_min = kernels.recon_errors(x, recon_flat, k)
-        signals = {
-            "disagreement": 1.0 - agreement,
-            "input_mismatch": 1.0 - kernels.input_agreement(labels, label.astype(np.int64)),
-            "vote_entropy": entropy,
-            "recon_mse": mse_mean,
-            "recon_mse_min": mse_min,
-            "kl": kernels.kl_divergence(mu, logvar),
-            "posterior_spread": kernels.posterior_spread(logvar),
-            "low_confidence": 1.0 - confidence,
-        }
+        label, confidence, labels, majority, n_distinct, agreement, scores = kernels.score(
+            x, logits, recon.reshape(b * k, N_PIXELS), mu, logvar, k)
+        signals = dict(zip(kernels.SCORE_NAMES, scores.T))
         return Screening(label=label, confidence=confidence, labels=labels, purified_label=majority,
                          n_distinct=n_distinct, agreement=agreement, signals=signals,
                          recon=recon.reshape(b, k, SIDE, SIDE) if keep_recon else None)
@@ -169,17 +163,19 @@ class Guard:
             raise BundleError(f"{self.bundle.path}: the bundle is not calibrated; run `python -m export.calibrate`")
         s = self.analyze(images)
         p_signals, p_combined = self.calibration.p_values(s.signals)
+        # Python values row by row (tolist() is exact for float32 and far cheaper than per-element float()).
+        columns = zip(s.label.tolist(), s.confidence.tolist(), s.purified_label.tolist(), s.n_distinct.tolist(),
+                      s.agreement.tolist(), s.labels.tolist(), np.column_stack(list(s.signals.values())).tolist(),
+                      np.column_stack(list(p_signals.values())).tolist(), p_combined.tolist(),
+                      sources if sources is not None else [None] * len(s.label))
         verdicts = []
-        for i in range(len(s.label)):
-            ps = {name: float(p[i]) for name, p in p_signals.items()}
-            verdict, reasons = decide(ps, float(p_combined[i]), self.alpha)
+        for label, confidence, purified, n_distinct, agreement, labels, scores, ps, p, source in columns:
+            ps = dict(zip(p_signals, ps))
+            verdict, reasons = decide(ps, p, self.alpha)
             verdicts.append(Verdict(
-                label=int(s.label[i]), confidence=float(s.confidence[i]), purified_label=int(s.purified_label[i]),
-                n_distinct=int(s.n_distinct[i]), agreement=float(s.agreement[i]),
-                labels=tuple(int(v) for v in s.labels[i]),
-                scores={name: float(v[i]) for name, v in s.signals.items()},
-                p_values=ps, p_value=float(p_combined[i]), verdict=verdict, reasons=reasons,
-                source=None if sources is None else sources[i],
+                label=label, confidence=confidence, purified_label=purified, n_distinct=n_distinct,
+                agreement=agreement, labels=tuple(labels), scores=dict(zip(s.signals, scores)), p_values=ps,
+                p_value=p, verdict=verdict, reasons=reasons, source=source,
             ))
         return verdicts
 
@@ -194,11 +190,23 @@ class Guard:
         """Compiles the kernels and runs every model once; returns the seconds each step took."""
         with self._warm:
             t0 = time.perf_counter()
-            kernel_s = kernels.warmup()
+            kernel_s = self._k.warmup()
             t1 = time.perf_counter()
             self.analyze(np.zeros((1, SIDE, SIDE), np.float32))
             t2 = time.perf_counter()
         return {"kernels_s": kernel_s, "first_screen_s": t2 - t1, "total_s": t2 - t0}
+
+
+KERNELS = ("numba", "numpy")
+
+
+def kernel_backend(name: str):
+    """The kernel module for a backend name (imported on first use: numba is slow to import)."""
+    if name == "numpy":
+        from edgeguard import kernels_numpy as module
+    else:
+        from edgeguard import kernels as module
+    return module
 
 
 def _check_int(name: str, value, *, minimum: int) -> int:

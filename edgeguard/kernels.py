@@ -60,6 +60,8 @@ __all__ = [
     "posterior_spread",
     "recon_errors",
     "sample_latents",
+    "SCORE_NAMES",
+    "score",
     "softmax",
     "vote",
     "warmup",
@@ -394,6 +396,75 @@ def _spread_parallel(logvar, out):
         out[i] = s / d
 
 
+_SIG_SCORE_IMAGE = nt.Tuple((nt.int64, nt.int64, nt.int64, nt.float32, nt.float64))(
+    _f32_1d, _f32_1d, _f32_2d, _f32_2d, _f32_1d, _f32_1d, _i64_1d, _f32_1d, _f32_2d, _f32_1d)
+
+
+@njit(_SIG_SCORE_IMAGE, **_HELPER)
+def _score_image(x, logits_in, logits_rec, recon, mu, logvar, labels, p_in, p_rec, out):
+    """Everything ``score`` computes for one image, with the same arithmetic as the
+    separate kernels.  Fills labels (K,) and out with the signals in SCORE_NAMES
+    order; returns (label, majority, n_distinct, confidence, agreement)."""
+    k = logits_rec.shape[0]
+    _softmax_row(logits_in, p_in)
+    label = 0
+    for c in range(p_in.shape[0]):
+        if p_in[c] > p_in[label]:
+            label = c
+    for j in range(k):
+        _softmax_row(logits_rec[j], p_rec[j])
+    majority, distinct, agreement, entropy = _vote_image(p_rec, labels)
+    same = 0
+    for j in range(k):
+        same += labels[j] == label
+    mse_mean, mse_min = _recon_image(x, recon)
+    kl = 0.0
+    spread = 0.0
+    for c in range(mu.shape[0]):
+        lv = nt.float64(logvar[c])
+        m = nt.float64(mu[c])
+        kl += np.exp(lv) + m * m - 1.0 - lv
+        spread += np.exp(0.5 * lv)
+    one = nt.float32(1.0)
+    out[0] = one - nt.float32(agreement)
+    out[1] = one - nt.float32(same / k)
+    out[2] = entropy
+    out[3] = mse_mean
+    out[4] = mse_min
+    out[5] = 0.5 * kl
+    out[6] = spread / mu.shape[0]
+    out[7] = one - p_in[label]
+    return label, majority, distinct, p_in[label], agreement
+
+
+_SIG_SCORE = nt.void(_f32_2d, _f32_2d, _f32_2d, _f32_2d, _f32_2d, nt.int64, _i64_1d,
+                     _f32_1d, _i64_2d, _i64_1d, _i64_1d, _f32_1d, _f32_2d)
+
+
+@njit(_SIG_SCORE, **_SERIAL)
+def _score_serial(x, logits, recon, mu, logvar, k, label, confidence, labels,
+                  majority, n_distinct, agreement, out):
+    b = x.shape[0]
+    p_in = np.empty(logits.shape[1], np.float32)
+    p_rec = np.empty((k, logits.shape[1]), np.float32)
+    for i in range(b):
+        label[i], majority[i], n_distinct[i], confidence[i], agreement[i] = _score_image(
+            x[i], logits[i], logits[b + i * k:b + (i + 1) * k], recon[i * k:(i + 1) * k],
+            mu[i], logvar[i], labels[i], p_in, p_rec, out[i])
+
+
+@njit(_SIG_SCORE, **_PARALLEL)
+def _score_parallel(x, logits, recon, mu, logvar, k, label, confidence, labels,
+                    majority, n_distinct, agreement, out):
+    b = x.shape[0]
+    for i in prange(b):
+        p_in = np.empty(logits.shape[1], np.float32)
+        p_rec = np.empty((k, logits.shape[1]), np.float32)
+        label[i], majority[i], n_distinct[i], confidence[i], agreement[i] = _score_image(
+            x[i], logits[i], logits[b + i * k:b + (i + 1) * k], recon[i * k:(i + 1) * k],
+            mu[i], logvar[i], labels[i], p_in, p_rec, out[i])
+
+
 # --------------------------------------------------------------------------
 # validation
 
@@ -595,6 +666,42 @@ def posterior_spread(logvar, *, parallel=None):
     return out
 
 
+#: The signals ``score`` returns, in column order (see edgeguard.calibration.SIGNALS).
+SCORE_NAMES = ("disagreement", "input_mismatch", "vote_entropy", "recon_mse",
+               "recon_mse_min", "kl", "posterior_spread", "low_confidence")
+
+
+def score(x, logits, recon, mu, logvar, k, *, parallel=None):
+    """One screening's post-processing in one call: ``softmax``, ``vote``,
+    ``input_agreement``, ``recon_errors``, ``kl_divergence`` and
+    ``posterior_spread`` fused, with the same results.
+
+    x (B, 784); logits (B + B*k, C): the B inputs' rows, then the
+    reconstructions' (image-major); recon (B*k, 784); mu, logvar (B, D).
+    Returns ``(label, confidence, labels (B,k), majority, n_distinct,
+    agreement, scores (B, len(SCORE_NAMES)))``: label and confidence are the
+    input's argmax and max softmax probability; the rest as in ``vote``.
+    """
+    _check_images("x", x)
+    _check_array("logits", logits, np.float32, 2)
+    _check_array("recon", recon, np.float32, 2)
+    _check_latents(mu, logvar)
+    k = _check_positive_int("k", k)
+    b = x.shape[0]
+    if logits.shape[0] != b * (k + 1) or logits.shape[1] < 1:
+        raise ValueError(f"logits must have shape (B*(k+1), C) = ({b * (k + 1)}, C), got {logits.shape}")
+    _check_shape("recon", recon, (b * k, N_PIXELS), f"(B*k, {N_PIXELS})")
+    _check_shape("mu", mu, (b, mu.shape[1]), "(B, D)")
+    label, majority, n_distinct = (np.empty(b, np.int64) for _ in range(3))
+    confidence, agreement = np.empty(b, np.float32), np.empty(b, np.float32)
+    labels = np.empty((b, k), np.int64)
+    scores = np.empty((b, len(SCORE_NAMES)), np.float32)
+    _variant(_score_serial, _score_parallel, b, parallel)(
+        x, logits, recon, mu, logvar, k, label, confidence, labels, majority,
+        n_distinct, agreement, scores)
+    return label, confidence, labels, majority, n_distinct, agreement, scores
+
+
 def warmup():
     """Run every kernel (both variants) once on tiny inputs; return seconds taken."""
     t0 = time.perf_counter()
@@ -610,4 +717,6 @@ def warmup():
         recon_errors(x, np.zeros((4, N_PIXELS), np.float32), 2, parallel=par)
         kl_divergence(mu, mu, parallel=par)
         posterior_spread(mu, parallel=par)
+        score(x, np.zeros((6, 10), np.float32), np.zeros((4, N_PIXELS), np.float32),
+              mu, mu, 2, parallel=par)
     return time.perf_counter() - t0

@@ -72,6 +72,39 @@ def test_options_reach_the_guard(images):
     assert len(json_lines(result.stdout)[0]["labels"]) == 3
 
 
+def test_kernel_backends_give_the_same_answers(images, monkeypatch):
+    from edgeguard import cli
+
+    answers = {}
+    for choice in ("numba", "numpy", "auto"):
+        result = run("detect", images, "--json", "--kernels", choice)
+        assert result.exit_code == 0, result.output
+        answers[choice] = [(r["source"], r["verdict"], r["labels"]) for r in json_lines(result.stdout)]
+    assert answers["numba"] == answers["numpy"] == answers["auto"]
+    chosen = []
+
+    def record_choice(*args, kernels, **kwargs):
+        chosen.append(kernels)
+        raise cli.typer.Exit(0)
+
+    monkeypatch.setattr(cli, "load_guard", record_choice)
+    run("detect", images)
+    monkeypatch.setattr(cli, "NUMBA_MIN_IMAGES", 2)
+    run("detect", images)
+    assert chosen == ["numpy", "numba"]  # auto: numba only from NUMBA_MIN_IMAGES inputs on
+    assert run("detect", images, "--kernels", "cuda").exit_code == 2
+
+
+def test_one_shot_detect_does_not_import_numba(images):
+    code = ("import sys\nfrom edgeguard.cli import main\nsys.argv = ['edgeguard', 'detect', sys.argv[1]]\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+            "assert 'numba' not in sys.modules, 'numba was imported'")
+    out = subprocess.run([sys.executable, "-c", code, str(images / "d0.png")], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "d0.png" in out.stdout
+
+
 def test_bad_inputs_are_reported_and_the_rest_still_screened(images, tmp_path):
     bad = tmp_path / "bad"
     bad.mkdir()

@@ -1,0 +1,122 @@
+"""Vectorised NumPy twins of the numba kernels in ``edgeguard.kernels``, for one-shot processes.
+
+Same maths, same counter-based normal stream, float64 accumulation, so screenings match the numba
+kernels to float32 rounding (the tests check signals and verdicts agree). Why a second backend:
+importing numba and loading the compiled kernels from its cache takes about a second, which is
+most of a fresh ``edgeguard detect one.png``; these need only NumPy. Long-running processes
+(the webcam, an embedding app, big batches) are better served by the numba kernels, which make
+fewer Python-level calls per screening.
+
+Inputs are the arrays ``Guard.analyze`` passes (float32/uint64/int64, C-contiguous, shapes
+already checked); ``edgeguard.kernels`` is the validated public API.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+N_PIXELS = 784
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_TWO_GOLDEN = np.uint64(2 * 0x9E3779B97F4A7C15 % 2**64)
+_MUL1 = np.uint64(0xBF58476D1CE4E5B9)
+_MUL2 = np.uint64(0x94D049BB133111EB)
+_SALT = np.uint64(0x5EED5EED5EED5EED)
+
+
+def _mix64(z: np.ndarray) -> np.ndarray:
+    z = (z ^ (z >> np.uint64(30))) * _MUL1
+    z = (z ^ (z >> np.uint64(27))) * _MUL2
+    return z ^ (z >> np.uint64(31))
+
+
+def image_seeds(x: np.ndarray, seed: int) -> np.ndarray:
+    """The 64-bit hash of each image's bytes and ``seed`` (see ``edgeguard.kernels.image_seeds``)."""
+    words = x.view(np.uint32).astype(np.uint64)
+    pairs = words[:, 0::2] | (words[:, 1::2] << np.uint64(32))
+    with np.errstate(over="ignore"):
+        h = _mix64(np.full(x.shape[0], np.uint64(int(seed) % 2**64)) ^ _SALT)
+        for t in range(pairs.shape[1]):  # a hash chain: sequential by nature, vectorised over the batch
+            h = _mix64((h ^ pairs[:, t]) + _GOLDEN)
+    return h
+
+
+def normal_noise(seeds: np.ndarray, k: int, d: int) -> np.ndarray:
+    """The standard-normal eps of ``sample_latents``: (B*k, d), in float64."""
+    with np.errstate(over="ignore"):
+        base = seeds[:, None] + np.arange(k * d, dtype=np.uint64)[None, :] * _TWO_GOLDEN
+        x1, x2 = _mix64(base + _GOLDEN), _mix64(base + _TWO_GOLDEN)
+    u1 = ((x1 >> np.uint64(11)).astype(np.float64) + 1.0) / 2.0**53
+    u2 = (x2 >> np.uint64(11)).astype(np.float64) / 2.0**53
+    return (np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)).reshape(-1, d)
+
+
+def sample_latents(mu: np.ndarray, logvar: np.ndarray, seeds: np.ndarray, k: int) -> np.ndarray:
+    """z = mu + exp(logvar/2) * eps, shape (B*k, D), image-major rows."""
+    b, d = mu.shape
+    eps = normal_noise(seeds, k, d).reshape(b, k, d)
+    z = mu[:, None, :].astype(np.float64) + np.exp(0.5 * logvar[:, None, :].astype(np.float64)) * eps
+    return z.reshape(b * k, d).astype(np.float32)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    x = logits.astype(np.float64)
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def vote(probs: np.ndarray):
+    """(labels, majority, n_distinct, agreement, entropy), tie rules as ``edgeguard.kernels.vote``."""
+    b, k, c = probs.shape
+    labels = probs.argmax(axis=2)
+    counts = (labels[:, :, None] == np.arange(c)).sum(axis=1)  # (B, C)
+    psum = probs.sum(axis=1, dtype=np.float64)  # <= k < k + 1: only breaks ties between equal counts
+    majority = (counts * (k + 1.0) + psum).argmax(axis=1)  # then the smaller label (argmax takes the first)
+    q = counts / k
+    entropy = -np.where(counts > 0, q * np.log(np.where(counts > 0, q, 1.0)), 0.0).sum(axis=1)
+    agreement = counts[np.arange(b), majority] / k
+    return (labels.astype(np.int64), majority.astype(np.int64), (counts > 0).sum(axis=1).astype(np.int64),
+            agreement.astype(np.float32), entropy.astype(np.float32))
+
+
+def input_agreement(labels: np.ndarray, input_labels: np.ndarray) -> np.ndarray:
+    return (labels == input_labels[:, None]).mean(axis=1).astype(np.float32)
+
+
+def recon_errors(x: np.ndarray, recon: np.ndarray, k: int):
+    diff = recon.reshape(x.shape[0], k, x.shape[1]).astype(np.float64) - x[:, None, :]
+    mse = np.einsum("bkp,bkp->bk", diff, diff) / x.shape[1]
+    return mse.mean(axis=1).astype(np.float32), mse.min(axis=1).astype(np.float32)
+
+
+def kl_divergence(mu: np.ndarray, logvar: np.ndarray) -> np.ndarray:
+    m, lv = mu.astype(np.float64), logvar.astype(np.float64)
+    return (0.5 * (np.exp(lv) + m * m - 1.0 - lv).sum(axis=1)).astype(np.float32)
+
+
+def posterior_spread(logvar: np.ndarray) -> np.ndarray:
+    return np.exp(0.5 * logvar.astype(np.float64)).mean(axis=1).astype(np.float32)
+
+
+SCORE_NAMES = ("disagreement", "input_mismatch", "vote_entropy", "recon_mse",
+               "recon_mse_min", "kl", "posterior_spread", "low_confidence")
+
+
+def score(x: np.ndarray, logits: np.ndarray, recon: np.ndarray, mu: np.ndarray, logvar: np.ndarray, k: int):
+    """The post-processing of one screening (see ``edgeguard.kernels.score``)."""
+    b = x.shape[0]
+    probs = softmax(logits)
+    label, confidence = probs[:b].argmax(axis=1), probs[:b].max(axis=1)
+    labels, majority, n_distinct, agreement, entropy = vote(probs[b:].reshape(b, k, probs.shape[1]))
+    mse_mean, mse_min = recon_errors(x, recon, k)
+    scores = np.stack([1.0 - agreement, 1.0 - input_agreement(labels, label), entropy, mse_mean, mse_min,
+                       kl_divergence(mu, logvar), posterior_spread(logvar), 1.0 - confidence], axis=1)
+    return label.astype(np.int64), confidence, labels, majority, n_distinct, agreement, scores
+
+
+def warmup() -> float:
+    """Nothing to compile; here so that both backends answer the same calls."""
+    t0 = time.perf_counter()
+    return time.perf_counter() - t0
