@@ -6,22 +6,32 @@ Run (from the repository root):
     python -m benchmarks.latency --out reports/latency.md --docs docs/performance.md
     python -m benchmarks.latency --quick --json           # < 30 s; what the tests run
 
+The runtime has two kernel backends (``Guard.load(kernels=...)``): ``numba`` (edgeguard/kernels.py, the default
+for the API, and ``edgeguard detect`` from ``edgeguard.cli.NUMBA_MIN_IMAGES`` files on) and ``numpy``
+(edgeguard/kernels_numpy.py: no numba import, what a plain ``edgeguard detect one.png`` uses). "The runtime" below
+is ``guard.screen`` with the numba backend unless a section says otherwise.
+
 Sections (``--sections`` picks some):
 
 - ``single``: p50/p95/p99 of ``guard.screen`` on one image, K in {1, 10, 32}, one intra-op thread.
 - ``throughput``: images/s at batch 1, 8, 64, 256, 1024, K=10, with one thread and with all cores.
-- ``cold_start``: wall time of a fresh ``edgeguard detect one.png`` with a warm and with an empty numba cache,
-  and where the time goes in a fresh process.
+- ``cold_start``: wall time of a fresh ``edgeguard detect one.png`` (the target; numpy backend through
+  ``--kernels auto``) and of ``edgeguard detect --kernels numba one.png`` with a warm and with an empty numba
+  cache; and where the plain command's time goes in a fresh process (plus what importing numba would add).
 - ``stages``: encoder, sampling, decoder, classifier, voting and scoring, verdict: the pieces of
   ``Guard.analyze``/``Guard.screen`` called directly.
-- ``kernels``: each numba kernel against its NumPy twins (tests/naive.py, and vectorised ones written here).
-- ``reference``: the same weights in PyTorch eager (benchmarks/reference.py) and onnxruntime with NumPy
-  post-processing, measured interleaved with the runtime in the same process (rounds of A B C, medians).
-  Needs torch and the training checkpoints (``--run``); skipped, with the reason, when they are absent.
-- ``roofline``: FLOPs per screened image counted from the ONNX graphs (needs the ``onnx`` package) against
-  this machine's single-core float32 matmul GFLOP/s.
+- ``kernels``: each numba kernel against its NumPy twins (edgeguard/kernels_numpy.py and tests/naive.py), and
+  whether a numpy-backend Guard gives the numba Guard's verdicts.
+- ``reference``: the same weights in PyTorch eager (benchmarks/reference.py) and the numpy backend
+  (``Guard.load(kernels="numpy")``: onnxruntime with NumPy post-processing), measured interleaved with the runtime
+  in the same process (rounds of A B C, medians). Needs torch and the training checkpoints (``--run``); skipped,
+  with the reason, when they are absent.
+- ``roofline``: FLOPs per screened image counted from the ONNX graphs (Conv, ConvTranspose, Gemm, MatMul; needs
+  the ``onnx`` package) against this machine's single-core float32 matmul GFLOP/s.
 - ``prototypes``: runtime changes measured before anyone makes them (fused ONNX graphs, session options,
-  chunked batches, a numba-free cold start), each against the current runtime in the same run.
+  chunked batches, worker threads, a slimmer classifier, K, a gc-frozen cold start), each against the current
+  runtime in the same run. The graph builders work from whatever layers the bundle has; a prototype that cannot
+  handle a graph reports ``skipped`` with the reason.
 
 Timings are medians; ratios come from the same run, interleaved. Tests run ``--quick --json`` and check the
 fields, never the times. The runtime (numpy, onnxruntime, numba) is all this needs; torch and onnx add sections.
@@ -35,7 +45,6 @@ import gc
 import json
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
@@ -47,8 +56,7 @@ from pathlib import Path
 
 import numpy as np
 
-# Nothing heavier than numpy is imported at module level: the numba-free cold-start prototype imports this
-# module in a fresh process and must not pay for numba.
+# Nothing heavier than numpy is imported at module level (the matmul subprocess imports this module).
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = 1
@@ -216,132 +224,36 @@ def skipped(reason: str) -> dict:
     return {"skipped": True, "reason": reason}
 
 
-# ------------------------------------------------------------------ NumPy post-processing (no numba anywhere)
-# Vectorised NumPy twins of edgeguard.kernels: the "onnxruntime with NumPy post-processing" variant, the
-# fallback twins for the kernel section, and the numba-free cold-start prototype. Same maths as tests/naive.py
-# (float64 accumulation, the same counter-based normal stream), vectorised over the batch.
-
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_TWO_GOLDEN = np.uint64(2 * 0x9E3779B97F4A7C15 % 2**64)
-_MUL1 = np.uint64(0xBF58476D1CE4E5B9)
-_MUL2 = np.uint64(0x94D049BB133111EB)
-_SALT = np.uint64(0x5EED5EED5EED5EED)
+def importable(module: str) -> bool:
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
 
 
-def _mix64(z):
-    z = (z ^ (z >> np.uint64(30))) * _MUL1
-    z = (z ^ (z >> np.uint64(27))) * _MUL2
-    return z ^ (z >> np.uint64(31))
+# --------------------------------------------------------------- pieces of Guard.screen, for the copies here
 
 
-def np_image_seeds(x: np.ndarray, seed: int) -> np.ndarray:
-    words = x.view(np.uint32).astype(np.uint64)
-    pairs = words[:, 0::2] | (words[:, 1::2] << np.uint64(32))
-    with np.errstate(over="ignore"):
-        h = _mix64(np.full(x.shape[0], np.uint64(seed % 2**64)) ^ _SALT)
-        for t in range(pairs.shape[1]):  # a hash chain: sequential by nature
-            h = _mix64((h ^ pairs[:, t]) + _GOLDEN)
-    return h
+def signals_from(kernels, x: np.ndarray, mu, logvar, recon, logits, k: int):
+    """What Guard.analyze does after the networks, with ``kernels`` (edgeguard.kernels or edgeguard.kernels_numpy):
+    (label, confidence, labels, majority, n_distinct, agreement, signals)."""
+    *head, scores = kernels.score(x, logits, recon.reshape(x.shape[0] * k, N_PIXELS), mu, logvar, k)
+    return (*head, dict(zip(kernels.SCORE_NAMES, scores.T)))
 
 
-def np_sample_latents(mu: np.ndarray, logvar: np.ndarray, seeds: np.ndarray, k: int) -> np.ndarray:
-    d = mu.shape[1]
-    with np.errstate(over="ignore"):
-        base = seeds[:, None] + np.arange(k * d, dtype=np.uint64)[None, :] * _TWO_GOLDEN
-        x1, x2 = _mix64(base + _GOLDEN), _mix64(base + _TWO_GOLDEN)
-    u1 = ((x1 >> np.uint64(11)).astype(np.float64) + 1.0) / 2.0**53
-    u2 = (x2 >> np.uint64(11)).astype(np.float64) / 2.0**53
-    eps = (np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)).reshape(-1, k, d)
-    z = mu[:, None, :].astype(np.float64) + np.exp(0.5 * logvar[:, None, :].astype(np.float64)) * eps
-    return z.reshape(-1, d).astype(np.float32)
-
-
-def np_softmax(logits: np.ndarray) -> np.ndarray:
-    x = logits.astype(np.float64)
-    e = np.exp(x - x.max(axis=1, keepdims=True))
-    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
-
-
-def np_vote(probs: np.ndarray):
-    b, k, c = probs.shape
-    labels = probs.argmax(axis=2)
-    counts = (labels[:, :, None] == np.arange(c)).sum(axis=1)  # (B, C)
-    psum = probs.sum(axis=1, dtype=np.float64)  # < k + 1
-    majority = (counts * (k + 1.0) + psum).argmax(axis=1)  # votes, then summed probability, then smaller label
-    q = counts / k
-    entropy = -np.where(counts > 0, q * np.log(np.where(counts > 0, q, 1.0)), 0.0).sum(axis=1)
-    agreement = counts[np.arange(b), majority] / k
-    return (labels.astype(np.int64), majority.astype(np.int64), (counts > 0).sum(axis=1).astype(np.int64),
-            agreement.astype(np.float32), entropy.astype(np.float32))
-
-
-def np_input_agreement(labels: np.ndarray, input_labels: np.ndarray) -> np.ndarray:
-    return (labels == input_labels[:, None]).mean(axis=1).astype(np.float32)
-
-
-def np_recon_errors(x: np.ndarray, recon: np.ndarray, k: int):
-    diff = recon.reshape(x.shape[0], k, -1).astype(np.float64) - x[:, None, :]
-    mse = np.einsum("bkp,bkp->bk", diff, diff) / x.shape[1]
-    return mse.mean(axis=1).astype(np.float32), mse.min(axis=1).astype(np.float32)
-
-
-def np_kl_divergence(mu: np.ndarray, logvar: np.ndarray) -> np.ndarray:
-    m, lv = mu.astype(np.float64), logvar.astype(np.float64)
-    return (0.5 * (np.exp(lv) + m * m - 1.0 - lv).sum(axis=1)).astype(np.float32)
-
-
-def np_posterior_spread(logvar: np.ndarray) -> np.ndarray:
-    return np.exp(0.5 * logvar.astype(np.float64)).mean(axis=1).astype(np.float32)
-
-
-def as_batch_np(images: np.ndarray) -> np.ndarray:
-    """The runtime's input conversion, without its validation (the benchmark's inputs are known good)."""
-    x = images.astype(np.float32) / np.float32(255.0) if images.dtype == np.uint8 else images
-    return np.ascontiguousarray(x.reshape(-1, N_PIXELS), dtype=np.float32)
-
-
-def numpy_signals(sessions: dict, images: np.ndarray, k: int, seed: int):
-    """Guard.analyze with vectorised NumPy in place of every numba kernel: (label, confidence, labels,
-    majority, n_distinct, agreement, signals)."""
-    x = as_batch_np(images)
-    b = x.shape[0]
-    image = x.reshape(b, 1, SIDE, SIDE)
-    mu, logvar = sessions["encoder"].run(None, {"image": image})
-    z = np_sample_latents(mu, logvar, np_image_seeds(x, seed), k)
-    (recon,) = sessions["decoder"].run(None, {"z": z})
-    (logits,) = sessions["classifier"].run(None, {"image": np.concatenate([image, recon])})
-    probs = np_softmax(logits)
-    label, confidence = probs[:b].argmax(axis=1), probs[:b].max(axis=1)
-    labels, majority, n_distinct, agreement, entropy = np_vote(probs[b:].reshape(b, k, -1))
-    mse_mean, mse_min = np_recon_errors(x, recon.reshape(b * k, N_PIXELS), k)
-    signals = {
-        "disagreement": 1.0 - agreement,
-        "input_mismatch": 1.0 - np_input_agreement(labels, label.astype(np.int64)),
-        "vote_entropy": entropy,
-        "recon_mse": mse_mean,
-        "recon_mse_min": mse_min,
-        "kl": np_kl_divergence(mu, logvar),
-        "posterior_spread": np_posterior_spread(logvar),
-        "low_confidence": 1.0 - confidence,
-    }
-    return label, confidence, labels, majority, n_distinct, agreement, signals
-
-
-def verdicts_from(calibration, alpha, label, confidence, labels, majority, n_distinct, agreement, signals,
-                  make=None):
-    """Guard.screen's verdict step, on arrays from any of the pipelines here. ``make`` builds each verdict
-    (default: edgeguard.guard.Verdict; the numba-free prototype passes ``dict`` so as not to import numba)."""
+def verdicts_from(guard, label, confidence, labels, majority, n_distinct, agreement, signals, p_values=None):
+    """Guard.screen's verdict step on arrays from any of the pipelines here (``p_values``: a stand-in for
+    ``guard.calibration.p_values``)."""
     from edgeguard.calibration import decide
+    from edgeguard.guard import Verdict
 
-    if make is None:
-        from edgeguard.guard import Verdict as make
-
-    p_signals, p_combined = calibration.p_values(signals)
+    p_signals, p_combined = (p_values or guard.calibration.p_values)(signals)
     verdicts = []
     for i in range(len(label)):
         ps = {name: float(p[i]) for name, p in p_signals.items()}
-        verdict, reasons = decide(ps, float(p_combined[i]), alpha)
-        verdicts.append(make(
+        verdict, reasons = decide(ps, float(p_combined[i]), guard.alpha)
+        verdicts.append(Verdict(
             label=int(label[i]), confidence=float(confidence[i]), purified_label=int(majority[i]),
             n_distinct=int(n_distinct[i]), agreement=float(agreement[i]), labels=tuple(int(v) for v in labels[i]),
             scores={name: float(v[i]) for name, v in signals.items()}, p_values=ps, p_value=float(p_combined[i]),
@@ -349,18 +261,13 @@ def verdicts_from(calibration, alpha, label, confidence, labels, majority, n_dis
     return verdicts
 
 
-def numpy_screen(guard, images: np.ndarray):
-    """Guard.screen with NumPy post-processing in place of numba (same sessions, same calibration)."""
-    return verdicts_from(guard.calibration, guard.alpha, *numpy_signals(guard._sessions, images, guard.k, guard.seed))
-
-
 # ------------------------------------------------------------------------------------------------ single
 
 
-def load_guard(bundle, k: int, threads: int):
+def load_guard(bundle, k: int, threads: int, kernels: str = "numba"):
     from edgeguard.guard import Guard
 
-    guard = Guard.load(bundle, providers="cpu", k=k, threads=threads)
+    guard = Guard.load(bundle, providers="cpu", k=k, threads=threads, kernels=kernels)
     guard.warmup()
     return guard
 
@@ -432,7 +339,9 @@ def timed_run(cmd: list[str], env: dict, cwd: Path) -> float:
     return wall
 
 
-# Phases of a cold `edgeguard detect` in a fresh process (the CLI's own imports, then the API it calls).
+# Phases of a cold `edgeguard detect one.png` in a fresh process, in the order the CLI does them (its imports, the
+# preprocessing import in `detect`, then Guard.load with the numpy backend that `--kernels auto` picks for one
+# file). The "+ ..." lines come after the total, in the same process: what the numba backend would add to it.
 _PHASES = r"""
 import json, sys, time
 t0 = start = time.perf_counter(); ph = {}
@@ -442,16 +351,19 @@ def mark(name):
 import numpy; mark("import numpy")
 import typer, rich.console; mark("import typer, rich")
 import edgeguard.cli; mark("import edgeguard.cli")
+from edgeguard.preprocess import load_and_preprocess; mark("import edgeguard.preprocess (cv2)")
 import onnxruntime; mark("import onnxruntime")
-import numba; mark("import numba")
-import edgeguard.kernels; mark("import edgeguard.kernels (numba cache load)")
 from edgeguard.guard import Guard; mark("import edgeguard.guard")
-guard = Guard.load(sys.argv[2] or None, providers="cpu"); mark("Guard.load (bundle sha256, sessions)")
-from edgeguard.preprocess import load_and_preprocess; mark("import preprocess (cv2)")
+guard = Guard.load(sys.argv[2] or None, providers="cpu", kernels="numpy")
+mark("Guard.load, numpy kernels (bundle sha256, sessions)")
 image = load_and_preprocess(sys.argv[1]); mark("preprocess one.png")
 guard.screen(image, sources=[sys.argv[1]]); mark("first screen")
 ph["total"] = (time.perf_counter() - start) * 1e3
-ph["scipy imported (by numba)"] = "scipy" in sys.modules
+ph["numba imported"] = "numba" in sys.modules
+t0 = time.perf_counter()
+import numba; mark("+ import numba (numba backend only)")
+import edgeguard.kernels; mark("+ import edgeguard.kernels (numba cache load)")
+ph["+ scipy imported (by numba)"] = "scipy" in sys.modules
 print(json.dumps(ph))
 """
 
@@ -462,29 +374,38 @@ def section_cold_start(args, plan: Plan) -> dict:
         tmp = Path(tmp)
         png = tmp / "one.png"
         write_png(png)
-        run = [*cmd, "detect", str(png), *(["--bundle", str(args.bundle)] if args.bundle else [])]
+        bundle = ["--bundle", str(args.bundle)] if args.bundle else []
+        plain = [*cmd, "detect", str(png), *bundle]
+        numba = [*cmd, "detect", "--kernels", "numba", str(png), *bundle]
         base_env = {key: v for key, v in os.environ.items() if key != "NUMBA_CACHE_DIR"}
         empty = []
         for i in range(plan.cold_empty_runs):  # each in a fresh, empty cache directory
             cache = tmp / f"numba-empty-{i}"
             cache.mkdir()
-            empty.append(timed_run(run, {**base_env, "NUMBA_CACHE_DIR": str(cache)}, ROOT))
-            log(f"  cold start, empty numba cache: {empty[-1]:.2f} s")
+            empty.append(timed_run(numba, {**base_env, "NUMBA_CACHE_DIR": str(cache)}, ROOT))
+            log(f"  cold start, --kernels numba, empty numba cache: {empty[-1]:.2f} s")
         if empty:  # the last empty cache is warm now
             warm_env, warm_cache = {**base_env, "NUMBA_CACHE_DIR": str(tmp / f"numba-empty-{len(empty) - 1}")}, "temp"
         else:  # --quick: the cache this process has just used (warm: the kernels ran here) instead of a ~15 s compile
             warm_env, warm_cache = warm_default_cache()
-        warm = [timed_run(run, warm_env, ROOT) for _ in range(plan.cold_warm_runs)]
-        log(f"  cold start, warm numba cache: median {statistics.median(warm):.2f} s")
+        runs = {"plain": [], "numba": []}
+        for _ in range(plan.cold_warm_runs):  # interleaved
+            runs["plain"].append(timed_run(plain, warm_env, ROOT))
+            runs["numba"].append(timed_run(numba, warm_env, ROOT))
+        log(f"  cold start, plain: median {statistics.median(runs['plain']):.2f} s; --kernels numba, warm numba "
+            f"cache: median {statistics.median(runs['numba']):.2f} s")
         interpreter = [timed_run([sys.executable, "-c", "pass"], warm_env, ROOT) for _ in range(3)]
         proc = subprocess.run([sys.executable, "-c", _PHASES, str(png), str(args.bundle or "")], env=warm_env, cwd=ROOT,
                               capture_output=True, text=True)
         phases = json.loads(proc.stdout) if proc.returncode == 0 else {"error": proc.stderr.strip()[-300:]}
+    name = " ".join([Path(cmd[0]).name, *cmd[1:]])
     return {
-        "command": " ".join([Path(cmd[0]).name, *cmd[1:], "detect", "one.png"]),
+        "command": f"{name} detect one.png",
+        "numba_command": f"{name} detect --kernels numba one.png",
         "warm_cache": warm_cache,
-        "warm_cache_s": spread(warm),
-        "empty_cache_s": spread(empty) if empty else
+        "plain_s": spread(runs["plain"]),
+        "numba_warm_cache_s": spread(runs["numba"]),
+        "numba_empty_cache_s": spread(empty) if empty else
         {"median": None, "min": None, "runs": [], "note": "not measured with --quick (it compiles every kernel)"},
         "python_startup_s": statistics.median(interpreter),
         "phases_ms": phases,
@@ -508,11 +429,11 @@ def spread(values: list[float]) -> dict:
 
 
 def staged_screen(guard, images, clock: dict[str, float]):
-    """Guard.analyze + Guard.screen, piece by piece as they do it, adding each stage's seconds to ``clock``."""
-    from edgeguard import kernels
-    from edgeguard.guard import as_batch
+    """Guard.analyze + Guard.screen, piece by piece as they do it (with the guard's kernel backend), adding each
+    stage's seconds to ``clock``."""
+    from edgeguard.guard import as_batch, kernel_backend
 
-    s = guard._sessions
+    kernels, s = kernel_backend(guard.kernels), guard._sessions
     t0 = time.perf_counter()
     x = as_batch(images)
     b, k = x.shape[0], guard.k
@@ -526,24 +447,9 @@ def staged_screen(guard, images, clock: dict[str, float]):
     t4 = time.perf_counter()
     (logits,) = s["classifier"].run(None, {"image": np.concatenate([image, recon])})
     t5 = time.perf_counter()
-    probs = kernels.softmax(logits)
-    label = probs[:b].argmax(axis=1)
-    confidence = probs[:b].max(axis=1)
-    labels, majority, n_distinct, agreement, entropy = kernels.vote(np.ascontiguousarray(probs[b:].reshape(b, k, -1)))
-    mse_mean, mse_min = kernels.recon_errors(x, recon.reshape(b * k, N_PIXELS), k)
-    signals = {
-        "disagreement": 1.0 - agreement,
-        "input_mismatch": 1.0 - kernels.input_agreement(labels, label.astype(np.int64)),
-        "vote_entropy": entropy,
-        "recon_mse": mse_mean,
-        "recon_mse_min": mse_min,
-        "kl": kernels.kl_divergence(mu, logvar),
-        "posterior_spread": kernels.posterior_spread(logvar),
-        "low_confidence": 1.0 - confidence,
-    }
+    parts = signals_from(kernels, x, mu, logvar, recon, logits, k)
     t6 = time.perf_counter()
-    verdicts = verdicts_from(guard.calibration, guard.alpha, label, confidence, labels, majority, n_distinct,
-                             agreement, signals)
+    verdicts = verdicts_from(guard, *parts)
     t7 = time.perf_counter()
     for name, dt in zip(STAGES, np.diff([t0, t1, t2, t3, t4, t5, t6, t7])):
         clock[name] += dt
@@ -591,8 +497,9 @@ def naive_twins():
 
 
 def kernel_cases(b: int, k: int, d: int = 16, seed: int = 0):
-    """name -> (numba call, tests/naive.py call or None, vectorised NumPy call)."""
+    """name -> (numba call, tests/naive.py call or None, edgeguard.kernels_numpy call)."""
     from edgeguard import kernels as K
+    from edgeguard import kernels_numpy as KN
 
     rng = np.random.default_rng(seed)
     x = rng.random((b, N_PIXELS), dtype=np.float32)
@@ -600,29 +507,20 @@ def kernel_cases(b: int, k: int, d: int = 16, seed: int = 0):
     logvar = rng.normal(-1.0, 1.0, size=(b, d)).astype(np.float32)
     seeds = K.image_seeds(x, 0)
     recon = rng.random((b * k, N_PIXELS), dtype=np.float32)
-    logits = (3 * rng.normal(size=(b * k, N_CLASSES))).astype(np.float32)
-    probs = K.softmax(logits).reshape(b, k, N_CLASSES)
+    logits = (3 * rng.normal(size=(b * (k + 1), N_CLASSES))).astype(np.float32)  # the inputs', then the recons'
+    probs = np.ascontiguousarray(K.softmax(logits)[b:].reshape(b, k, N_CLASSES))
     labels, majority, *_ = K.vote(probs)
     nv = naive_twins()
+    arguments = {"image_seeds": (x, 0), "sample_latents": (mu, logvar, seeds, k), "softmax": (logits,),
+                 "vote": (probs,), "input_agreement": (labels, majority), "recon_errors": (x, recon, k),
+                 "kl_divergence": (mu, logvar), "posterior_spread": (logvar,),
+                 "score": (x, logits, recon, mu, logvar, k)}
 
-    def twin(name, *a):
-        return None if nv is None else (lambda: getattr(nv, name)(*a))
+    def call(module, name, a):
+        fn = getattr(module, name, None)
+        return None if fn is None else (lambda: fn(*a))
 
-    return {
-        "image_seeds": (lambda: K.image_seeds(x, 0), twin("image_seeds", x, 0), lambda: np_image_seeds(x, 0)),
-        "sample_latents": (lambda: K.sample_latents(mu, logvar, seeds, k), twin("sample_latents", mu, logvar, seeds, k),
-                           lambda: np_sample_latents(mu, logvar, seeds, k)),
-        "softmax": (lambda: K.softmax(logits), twin("softmax", logits), lambda: np_softmax(logits)),
-        "vote": (lambda: K.vote(probs), twin("vote", probs), lambda: np_vote(probs)),
-        "input_agreement": (lambda: K.input_agreement(labels, majority), twin("input_agreement", labels, majority),
-                            lambda: np_input_agreement(labels, majority)),
-        "recon_errors": (lambda: K.recon_errors(x, recon, k), twin("recon_errors", x, recon, k),
-                         lambda: np_recon_errors(x, recon, k)),
-        "kl_divergence": (lambda: K.kl_divergence(mu, logvar), twin("kl_divergence", mu, logvar),
-                          lambda: np_kl_divergence(mu, logvar)),
-        "posterior_spread": (lambda: K.posterior_spread(logvar), twin("posterior_spread", logvar),
-                             lambda: np_posterior_spread(logvar)),
-    }
+    return {name: (call(K, name, a), call(nv, name, a), call(KN, name, a)) for name, a in arguments.items()}
 
 
 def section_kernels(args, plan: Plan) -> dict:
@@ -641,17 +539,20 @@ def section_kernels(args, plan: Plan) -> dict:
                        "naive_us": statistics.median(t["naive"]) * 1e6 if naive else None,
                        "speedup_vs_naive": paired_ratio(t["naive"], t["numba"]) if naive else None}
                 rows.append(row)
-    return {"note": "numba threads = 1; the public kernel functions (validation included); naive = tests/naive.py, "
-                    "vectorised = the NumPy twins in benchmarks/latency.py",
+    return {"note": "numba threads = 1; numba = the public edgeguard.kernels functions (validation included); "
+                    "vectorised = edgeguard.kernels_numpy (the numpy backend, no validation); naive = tests/naive.py; "
+                    "score = softmax, vote, input_agreement, recon_errors, kl_divergence and posterior_spread in one "
+                    "call (what Guard.analyze calls)",
             "naive_twins": "tests/naive.py" if naive_twins() else None, "rows": rows,
             "numpy_pipeline_parity": numpy_parity(args)}
 
 
 def numpy_parity(args, n: int = 64) -> dict:
-    """Does the pipeline with NumPy post-processing give what Guard.screen gives? (on n synthetic digits)"""
-    guard = load_guard(args.bundle, K_BATCH, threads=1)
+    """Does a numpy-backend Guard give what the numba one gives? (on n synthetic digits)"""
     images = synthetic_digits(n, seed=7)
-    return {"images": n, **verdict_agreement(numpy_screen(guard, images), guard.screen(images))}
+    numba_guard = load_guard(args.bundle, K_BATCH, threads=1)
+    numpy_guard = load_guard(args.bundle, K_BATCH, threads=1, kernels="numpy")
+    return {"images": n, **verdict_agreement(numpy_guard.screen(images), numba_guard.screen(images))}
 
 
 # --------------------------------------------------------------------------------------------- reference
@@ -686,6 +587,7 @@ def section_reference(args, plan: Plan) -> dict:
                 continue
             torch.set_num_threads(threads)
             guard = load_guard(args.bundle, K_BATCH, threads=threads)
+            numpy_guard = load_guard(args.bundle, K_BATCH, threads=threads, kernels="numpy")
             lean = lean_variant(guard)
             if parity is None:
                 parity = reference_parity(guard, reference, images[:64])
@@ -697,7 +599,7 @@ def section_reference(args, plan: Plan) -> dict:
                     variants = {
                         "runtime": lambda: guard.screen(batch),
                         "torch": lambda: reference.screen(reference.to_tensor(batch)),
-                        "numpy_post": lambda: numpy_screen(guard, batch),
+                        "numpy_post": lambda: numpy_guard.screen(batch),
                     }
                     if lean is not None:
                         variants["lean"] = lambda: lean(batch)
@@ -714,7 +616,7 @@ def section_reference(args, plan: Plan) -> dict:
                         row["lean_speedup_vs_torch"] = paired_ratio(t["torch"], t["lean"])
                     rows.append(row)
                     log(f"  reference B={b} threads={threads}: runtime {row['runtime_ms']:.3f} ms, torch "
-                        f"{row['torch_ms']:.3f} ms ({row['speedup_vs_torch']:.2f}x), numpy post-processing "
+                        f"{row['torch_ms']:.3f} ms ({row['speedup_vs_torch']:.2f}x), numpy backend "
                         f"{row['numpy_post_ms']:.3f} ms ({row['speedup_vs_numpy_post']:.2f}x)")
     finally:
         torch.set_num_threads(torch_threads_before)
@@ -722,9 +624,11 @@ def section_reference(args, plan: Plan) -> dict:
             "parity": parity, "rows": rows,
             "variants": {"runtime": "guard.screen (Verdict objects)",
                          "torch": "benchmarks/reference.py TorchReference.screen (tensors, p-values)",
-                         "numpy_post": "same onnxruntime sessions, NumPy post-processing, same verdicts",
+                         "numpy_post": "Guard.load(kernels='numpy'): onnxruntime with NumPy post-processing "
+                                       "(edgeguard.kernels_numpy), what `edgeguard detect` uses below "
+                                       "NUMBA_MIN_IMAGES files",
                          "lean": "prototype: every per-call saving measured in `prototypes` together (one "
-                                 "onnxruntime call, kernels without per-call checks, lean p-values)"},
+                                 "onnxruntime call, seed and noise kernels without per-call checks, lean p-values)"},
             "lean_vs_runtime": lean_check}
 
 
@@ -732,7 +636,9 @@ def reference_parity(guard, reference, images: np.ndarray) -> dict:
     """Do the checkpoints hold the bundle's weights? (Timing compares the same architecture either way.)"""
     x = reference.to_tensor(images)
     ref = reference.screen(x)
-    mu, _ = guard._sessions["encoder"].run(None, {"image": as_batch_np(images).reshape(-1, 1, SIDE, SIDE)})
+    from edgeguard.guard import as_batch
+
+    mu, _ = guard._sessions["encoder"].run(None, {"image": as_batch(images).reshape(-1, 1, SIDE, SIDE)})
     s = guard.analyze(images)
     max_mu = float(np.abs(ref["mu"].numpy() - mu).max())
     return {"max_abs_mu_difference": max_mu, "input_label_agreement": float((ref["label"].numpy() == s.label).mean()),
@@ -741,16 +647,23 @@ def reference_parity(guard, reference, images: np.ndarray) -> dict:
 
 # ---------------------------------------------------------------------------------------------- roofline
 
-# onnx op -> how its multiply-adds are counted (bias and element-wise ops are left out)
+# onnx ops whose multiply-adds are counted (bias, activations, pooling and element-wise ops are left out), and ops
+# that also do multiply-adds but are not counted here: a graph with one of those is refused rather than undercounted.
 MAC_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+UNCOUNTED_MAC_OPS = ("Einsum", "ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul", "QGemm")
 
 
 def count_flops(model_bytes: bytes, batch: int = 1) -> dict[str, int]:
-    """FLOPs (2 x multiply-adds) of the Conv/ConvTranspose/Gemm/MatMul nodes of an ONNX model at ``batch``."""
+    """FLOPs (2 x multiply-adds) of the Conv/ConvTranspose/Gemm/MatMul nodes of an ONNX model at ``batch``, by op
+    type. ValueError when the graph has an op with multiply-adds not counted here, or when shape inference leaves
+    a counted node's shapes unknown."""
     import onnx
     from onnx import shape_inference
 
     model = onnx.load_from_string(model_bytes)
+    uncounted = sorted({n.op_type for n in model.graph.node if n.op_type in UNCOUNTED_MAC_OPS})
+    if uncounted:
+        raise ValueError(f"{', '.join(uncounted)} nodes: their multiply-adds are not counted here")
     for value in model.graph.input:
         for dim in value.type.tensor_type.shape.dim:
             if dim.dim_param or not dim.dim_value:
@@ -764,20 +677,21 @@ def count_flops(model_bytes: bytes, batch: int = 1) -> dict[str, int]:
     for node in graph.node:
         if node.op_type not in MAC_OPS:
             continue
+        try:
+            a_shape, w_shape, out_shape = shapes[node.input[0]], shapes[node.input[1]], shapes[node.output[0]]
+        except KeyError as e:
+            raise ValueError(f"{node.op_type} {node.name!r}: shape inference gave no shape for {e}") from None
+        if not a_shape or not w_shape or not out_shape or min(a_shape + w_shape + out_shape) < 1:
+            raise ValueError(f"{node.op_type} {node.name!r}: shape inference left unknown dimensions")
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        group = attrs.get("group", 1)
-        a_shape, w_shape, out_shape = shapes[node.input[0]], shapes[node.input[1]], shapes[node.output[0]]
         if node.op_type == "Conv":  # W (Cout, Cin/g, kh, kw): each output element is Cin/g*kh*kw MACs
             macs = int(np.prod(out_shape)) * int(np.prod(w_shape[1:]))
         elif node.op_type == "ConvTranspose":  # W (Cin, Cout/g, kh, kw): each input element scatters Cout/g*kh*kw
             macs = int(np.prod(a_shape)) * int(np.prod(w_shape[1:]))
-        elif node.op_type == "Gemm":  # (M, K) x (K, N)
-            k_dim = a_shape[0] if attrs.get("transA", 0) else a_shape[1]
-            macs = int(np.prod(out_shape)) * k_dim
-        else:  # MatMul
+        elif node.op_type == "Gemm":  # A (M, K) or, with transA, (K, M); out (M, N)
+            macs = int(np.prod(out_shape)) * (a_shape[0] if attrs.get("transA", 0) else a_shape[-1])
+        else:  # MatMul, numpy semantics: each output element is a dot product over A's last axis
             macs = int(np.prod(out_shape)) * a_shape[-1]
-        if group < 1 or min(out_shape) < 1:
-            raise ValueError(f"{node.name}: shape inference left unknown dimensions")
         flops[node.op_type] = flops.get(node.op_type, 0) + 2 * macs
     return flops
 
@@ -811,7 +725,6 @@ def matmul_gflops(threads: int, repeats: int, n: int = 512) -> float:
 def ort_matmul_gflops(repeats: int, n: int = 512) -> float | None:
     """The same matmul through onnxruntime (MLAS, the library the runtime's convolutions use), 1 thread."""
     try:
-        import onnx
         import onnxruntime as ort
         from onnx import TensorProto, helper
     except ImportError:
@@ -838,12 +751,15 @@ def ort_matmul_gflops(repeats: int, n: int = 512) -> float | None:
 def section_roofline(args, plan: Plan, result: dict) -> dict:
     from edgeguard.bundle import load_bundle
 
-    try:
-        import onnx  # noqa: F401
-    except ImportError:
+    if not importable("onnx"):
         return skipped("the onnx package is not installed (pip install onnx): FLOPs not counted")
     bundle = load_bundle(args.bundle)
-    per_model = {name: count_flops(data) for name, data in bundle.models.items()}
+    per_model = {}
+    for name, data in bundle.models.items():
+        try:
+            per_model[name] = count_flops(data)
+        except Exception as e:  # an op or a graph this counter does not handle: say so rather than guess
+            return skipped(f"FLOPs of the {name} graph not counted: {type(e).__name__}: {e}")
     per_pass = {name: sum(f.values()) for name, f in per_model.items()}
 
     def per_image(k):
@@ -874,6 +790,18 @@ def section_roofline(args, plan: Plan, result: dict) -> dict:
 
 
 # -------------------------------------------------------------------------------------------- prototypes
+# The graph builders read whatever layers the bundle's graphs have and rely only on the tensor names the runtime
+# feeds and reads (image, z; mu, logvar, recon, logits). What one of them cannot handle raises ValueError, and the
+# prototype that needs it is reported as skipped, with the reason.
+
+
+def _opsets(*models):
+    """(opset imports, IR version) for a graph merged from ``models``, which must share their opsets (an op can
+    change meaning from one opset to the next)."""
+    found = {tuple(sorted((o.domain, o.version) for o in m.opset_import)) for m in models}
+    if len(found) != 1:
+        raise ValueError(f"the graphs were exported with different opsets: {sorted(found)}")
+    return list(models[0].opset_import), max(m.ir_version for m in models)
 
 
 def build_fused_decoder_classifier(models: dict[str, bytes]) -> bytes:
@@ -888,6 +816,7 @@ def build_fused_decoder_classifier(models: dict[str, bytes]) -> bytes:
                              rename_outputs=False)
     clf = compose.add_prefix(onnx.load_from_string(models["classifier"]), "clf/", rename_inputs=False,
                              rename_outputs=False)
+    opsets, ir_version = _opsets(dec, clf)
     concat = helper.make_node("Concat", ["image", "recon"], ["clf_in"], axis=0, name="concat_inputs_recons")
     clf_nodes = []
     for node in clf.graph.node:
@@ -898,23 +827,44 @@ def build_fused_decoder_classifier(models: dict[str, bytes]) -> bytes:
         [*dec.graph.node, concat, *clf_nodes], "edgeguard_decoder_classifier",
         [dec.graph.input[0], clf.graph.input[0]], [dec.graph.output[0], clf.graph.output[0]],
         initializer=[*dec.graph.initializer, *clf.graph.initializer])
-    model = helper.make_model(graph, opset_imports=list(dec.opset_import), ir_version=dec.ir_version)
+    model = helper.make_model(graph, opset_imports=opsets, ir_version=ir_version)
     onnx.checker.check_model(model)
     return model.SerializeToString()
 
 
 def build_split_encoder(model_bytes: bytes, d: int) -> bytes:
-    """The encoder with torch.chunk's exported shape arithmetic (Shape, Gather, Add, Div, Mul, 2 Slices: 11 small
-    nodes computing a constant) replaced by one Split of the head's output into mu and logvar (d columns each)."""
+    """The encoder with torch.chunk's exported shape arithmetic (Shape, Gather, Add, Div, Mul, Slices: small nodes
+    computing a constant) replaced by one Split of the head's output into mu and logvar (d columns each). The head
+    is whatever tensor mu and logvar are both sliced from; ValueError when they are not two slices of one tensor."""
     import onnx
-    from onnx import TensorProto, helper
+    from onnx import TensorProto, helper, shape_inference
 
     model = onnx.load_from_string(model_bytes)
     graph = model.graph
-    head = next(n for n in graph.node if n.op_type == "Gemm")
-    keep = list(graph.node)[: list(graph.node).index(head) + 1]
+    producer = {out: i for i, node in enumerate(graph.node) for out in node.output}
+    heads = set()
+    for name in ("mu", "logvar"):
+        node = graph.node[producer[name]] if name in producer else None
+        if node is None or node.op_type not in ("Slice", "Split"):
+            raise ValueError(f"the encoder's {name} is not a Slice or Split of one tensor "
+                             f"({node.op_type if node is not None else 'no node'} makes it)")
+        heads.add(node.input[0])
+    if len(heads) != 1:
+        raise ValueError("mu and logvar are sliced from different tensors")
+    (head,) = heads
+    inferred = shape_inference.infer_shapes(model)
+    shape = {v.name: [x.dim_value for x in v.type.tensor_type.shape.dim] for v in inferred.graph.value_info}
+    if shape.get(head, [None])[-1] != 2 * d:
+        raise ValueError(f"the tensor mu and logvar are sliced from is shaped {shape.get(head)}, not (B, {2 * d})")
+    needed, todo = set(), [head]  # the nodes the head's value depends on
+    while todo:
+        i = producer.get(todo.pop())
+        if i is not None and i not in needed:
+            needed.add(i)
+            todo.extend(graph.node[i].input)
     split = helper.make_tensor("mu_logvar_split", TensorProto.INT64, [2], [d, d])
-    nodes = [*keep, helper.make_node("Split", [head.output[0], "mu_logvar_split"], ["mu", "logvar"], axis=1)]
+    nodes = [*(node for i, node in enumerate(graph.node) if i in needed),
+             helper.make_node("Split", [head, "mu_logvar_split"], ["mu", "logvar"], axis=1)]
     used = {i for n in nodes for i in n.input}
     new = helper.make_graph(nodes, graph.name, graph.input, graph.output,
                             initializer=[*[t for t in graph.initializer if t.name in used], split])
@@ -934,6 +884,7 @@ def build_fused_all(models: dict[str, bytes], k: int, d: int, *, split_encoder: 
     encoder = build_split_encoder(models["encoder"], d) if split_encoder else models["encoder"]
     enc = compose.add_prefix(onnx.load_from_string(encoder), "enc/", rename_inputs=False, rename_outputs=False)
     pair = onnx.load_from_string(build_fused_decoder_classifier(models))
+    opsets, ir_version = _opsets(enc, pair)
     half = helper.make_tensor("half", TensorProto.FLOAT, [], [0.5])
     shape = helper.make_tensor("z_shape", TensorProto.INT64, [2], [-1, d])
     one = helper.make_tensor("axis1", TensorProto.INT64, [1], [1])
@@ -951,42 +902,94 @@ def build_fused_all(models: dict[str, bytes], k: int, d: int, *, split_encoder: 
         [*enc.graph.node, *nodes, *pair.graph.node], "edgeguard_all",
         [enc.graph.input[0], eps], [*enc.graph.output, *pair.graph.output],
         initializer=[*enc.graph.initializer, half, shape, one, *pair.graph.initializer])
-    model = helper.make_model(graph, opset_imports=list(pair.opset_import), ir_version=pair.ir_version)
+    model = helper.make_model(graph, opset_imports=opsets, ir_version=ir_version)
     onnx.checker.check_model(model)
     return model.SerializeToString()
 
 
 def build_slim_classifier(model_bytes: bytes, keep: float) -> bytes:
-    """The classifier with every hidden layer cut to ``keep`` of its channels (weights sliced, NOT retrained):
-    for timing a leaner architecture only; its answers mean nothing."""
+    """The classifier with every hidden layer cut to ``keep`` of its output channels or features, and the layer
+    after it cut to match (weights sliced, NOT retrained): for timing a leaner architecture only; its answers mean
+    nothing. Layers are Conv, Gemm and MatMul nodes with constant weights, in graph order (a plain chain: strided
+    or pooled convolutions, a Flatten, Linear layers); the last one keeps its outputs (the classes). Per-channel
+    constants of the nodes in between (a BatchNormalization, a bias Add) are cut along with their channels.
+    ValueError for what this cannot slice (grouped convolutions, computed weights, a feature count that is not a
+    multiple of the channels before it); a graph that builds but does not run fails in onnxruntime."""
     import onnx
     from onnx import numpy_helper
 
     model = onnx.load_from_string(model_bytes)
     graph = model.graph
-    inits = {t.name: t for t in graph.initializer}
-    replace, kept_in = {}, 1
-    for node in graph.node:
-        if node.op_type == "Conv":
-            w = numpy_helper.to_array(inits[node.input[1]])
-            cout = max(1, int(round(w.shape[0] * keep)))
-            replace[node.input[1]] = w[:cout, :kept_in]
-            if len(node.input) > 2:
-                replace[node.input[2]] = numpy_helper.to_array(inits[node.input[2]])[:cout]
-            kept_in, full_in = cout, w.shape[0]
-        elif node.op_type == "Gemm":  # after Flatten: features are channel-major, kept channels come first
-            w = numpy_helper.to_array(inits[node.input[1]])
-            per_channel = w.shape[1] // full_in
-            replace[node.input[1]] = w[:, : kept_in * per_channel]
-    for i, t in enumerate(graph.initializer):
-        if t.name in replace:
-            graph.initializer[i].CopyFrom(numpy_helper.from_array(np.ascontiguousarray(replace[t.name]), t.name))
+    inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    layers = [i for i, n in enumerate(graph.node) if n.op_type in ("Conv", "Gemm", "MatMul")]
+    if len(layers) < 2:
+        raise ValueError(f"{len(layers)} Conv/Gemm/MatMul layer(s): no hidden layer to slim")
+    added = []
+
+    def put(node, j: int, array: np.ndarray) -> None:  # a fresh initializer: a shared one may be cut differently
+        name = f"{node.input[j]}/slim{len(added)}"
+        added.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        node.input[j] = name
+
+    kept = full = None  # channels of the activation flowing now, after / before slicing (None: not sliced)
+    for index, node in enumerate(graph.node):
+        op = node.op_type
+        if index in layers:
+            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            if node.input[1] not in inits:
+                raise ValueError(f"{op} {node.name!r}: its weights are computed in the graph, not constants")
+            w = inits[node.input[1]]
+            if op == "Conv":  # W (Cout, Cin, kh, kw)
+                if attrs.get("group", 1) != 1:
+                    raise ValueError(f"Conv {node.name!r}: grouped convolution")
+                out_axis, in_axis = 0, 1
+            elif op == "Gemm":  # B (K, N), or (N, K) with transB
+                if attrs.get("transA", 0):
+                    raise ValueError(f"Gemm {node.name!r}: transA")
+                out_axis, in_axis = (0, 1) if attrs.get("transB", 0) else (1, 0)
+            elif w.ndim == 2:  # MatMul x @ W, W (K, N)
+                out_axis, in_axis = 1, 0
+            else:
+                raise ValueError(f"MatMul {node.name!r}: weights shaped {w.shape}, not 2-D")
+            if kept is not None:  # the inputs: kept channels (x the features per channel after a Flatten) first
+                if w.shape[in_axis] % full:
+                    raise ValueError(f"{op} {node.name!r}: {w.shape[in_axis]} inputs are not a multiple of the "
+                                     f"{full} channels before it")
+                w = np.take(w, np.arange(kept * (w.shape[in_axis] // full)), axis=in_axis)
+            if index == layers[-1]:
+                kept = full = None
+            else:
+                full = w.shape[out_axis]
+                kept = max(1, int(round(full * keep)))
+                w = np.take(w, np.arange(kept), axis=out_axis)
+                bias = inits.get(node.input[2]) if len(node.input) > 2 else None
+                if bias is not None and bias.size > 1:  # (N,) or broadcast (1, N)
+                    if bias.shape[-1] != full:
+                        raise ValueError(f"{op} {node.name!r}: bias shaped {bias.shape} for {full} outputs")
+                    put(node, 2, np.take(bias, np.arange(kept), axis=-1))
+            put(node, 1, w)
+        elif kept is not None:  # a node between layers: cut its per-channel constants (BatchNormalization, Add)
+            for j, name in enumerate(node.input):
+                value = inits.get(name)
+                if value is None or value.size == 1 or not np.issubdtype(value.dtype, np.floating):
+                    continue  # an activation, a scalar, or a shape/axes argument
+                axes = [a for a, n in enumerate(value.shape) if n == full]
+                if len(axes) != 1:
+                    raise ValueError(f"{op} {node.name!r}: constant {name!r} shaped {value.shape} is not per-channel "
+                                     f"over the {full} channels")
+                put(node, j, np.take(value, np.arange(kept), axis=axes[0]))
+    used = {i for n in graph.node for i in n.input}
+    kept_inits = [t for t in graph.initializer if t.name in used] + added
+    del graph.initializer[:]
+    graph.initializer.extend(kept_inits)
+    del graph.value_info[:]  # the shapes recorded for the full-width activations
     onnx.checker.check_model(model)
     return model.SerializeToString()
 
 
 def fused_signals(guard, fused, images: np.ndarray, *, all_in_one: bool):
-    """Guard.analyze with the fused graph(s): 2 onnxruntime calls (encoder; decoder+classifier) or 1."""
+    """Guard.analyze (numba kernels) with the fused graph(s): 2 onnxruntime calls (encoder; decoder+classifier)
+    or 1."""
     from edgeguard import kernels
     from edgeguard.guard import as_batch
 
@@ -1002,28 +1005,25 @@ def fused_signals(guard, fused, images: np.ndarray, *, all_in_one: bool):
         mu, logvar = guard._sessions["encoder"].run(None, {"image": image})
         z = kernels.sample_latents(mu, logvar, seeds, k)
         recon, logits = fused.run(None, {"z": z, "image": image})
-    probs = kernels.softmax(logits)
-    label = probs[:b].argmax(axis=1)
-    confidence = probs[:b].max(axis=1)
-    labels, majority, n_distinct, agreement, entropy = kernels.vote(np.ascontiguousarray(probs[b:].reshape(b, k, -1)))
-    mse_mean, mse_min = kernels.recon_errors(x, recon.reshape(b * k, N_PIXELS), k)
-    signals = {
-        "disagreement": 1.0 - agreement,
-        "input_mismatch": 1.0 - kernels.input_agreement(labels, label.astype(np.int64)),
-        "vote_entropy": entropy,
-        "recon_mse": mse_mean,
-        "recon_mse_min": mse_min,
-        "kl": kernels.kl_divergence(mu, logvar),
-        "posterior_spread": kernels.posterior_spread(logvar),
-        "low_confidence": 1.0 - confidence,
-    }
-    return label, confidence, labels, majority, n_distinct, agreement, signals
+    return signals_from(kernels, x, mu, logvar, recon, logits, k)
+
+
+# The lean pieces call the compiled serial numba kernels for seeds and sampling directly: the inputs were validated
+# once (as_batch) and every array in between is made here, so those per-call Python checks and that dispatch are
+# skipped (kernels.score, one call per screening, is called through its public function). They use private names of
+# edgeguard.kernels (AttributeError or TypeError when those change: the prototypes are then left out).
+
+
+def lean_seeds(x: np.ndarray, seed: int) -> np.ndarray:
+    from edgeguard import kernels as K
+
+    seeds = np.empty(x.shape[0], np.uint64)
+    K._image_seeds_serial(x.view(np.uint32), np.uint64(seed % 2**64), seeds)
+    return seeds
 
 
 def lean_signals(guard, images: np.ndarray):
-    """Guard.analyze calling the compiled serial kernels directly: the inputs were validated once (as_batch) and
-    every array in between is made here, so the per-kernel Python checks and dispatch are skipped. Measures what
-    those checks cost per screen; uses private names of edgeguard.kernels (the prototype is skipped if they change)."""
+    """Guard.analyze with the serial seed and sampling kernels called directly (3 onnxruntime calls, as now)."""
     from edgeguard import kernels as K
     from edgeguard.guard import as_batch
 
@@ -1032,29 +1032,11 @@ def lean_signals(guard, images: np.ndarray):
     image = x.reshape(b, 1, SIDE, SIDE)
     s = guard._sessions
     mu, logvar = s["encoder"].run(None, {"image": image})
-    seeds = np.empty(b, np.uint64)
-    K._image_seeds_serial(x.view(np.uint32), np.uint64(guard.seed % 2**64), seeds)
     z = np.empty((b * k, mu.shape[1]), np.float32)
-    K._sample_serial(mu, logvar, seeds, k, z)
+    K._sample_serial(mu, logvar, lean_seeds(x, guard.seed), k, z)
     (recon,) = s["decoder"].run(None, {"z": z})
     (logits,) = s["classifier"].run(None, {"image": np.concatenate([image, recon])})
-    probs = np.empty_like(logits)
-    K._softmax_serial(logits, probs)
-    label = probs[:b].argmax(axis=1)
-    confidence = probs[:b].max(axis=1)
-    labels, majority, n_distinct = np.empty((b, k), np.int64), np.empty(b, np.int64), np.empty(b, np.int64)
-    agreement, entropy = np.empty(b, np.float32), np.empty(b, np.float32)
-    K._vote_serial(probs[b:].reshape(b, k, -1), labels, majority, n_distinct, agreement, entropy)
-    mse_mean, mse_min, agree = np.empty(b, np.float32), np.empty(b, np.float32), np.empty(b, np.float32)
-    K._recon_serial(x, recon.reshape(b * k, N_PIXELS), k, mse_mean, mse_min)
-    K._agree_serial(labels, label.astype(np.int64), agree)
-    kl, spread = np.empty(b, np.float32), np.empty(b, np.float32)
-    K._kl_serial(mu, logvar, kl)
-    K._spread_serial(logvar, spread)
-    signals = {"disagreement": 1.0 - agreement, "input_mismatch": 1.0 - agree, "vote_entropy": entropy,
-               "recon_mse": mse_mean, "recon_mse_min": mse_min, "kl": kl, "posterior_spread": spread,
-               "low_confidence": 1.0 - confidence}
-    return label, confidence, labels, majority, n_distinct, agreement, signals
+    return signals_from(K, x, mu, logvar, recon, logits, k)
 
 
 def lean_p_values(calibration, signals: dict[str, np.ndarray]):
@@ -1074,53 +1056,23 @@ def lean_p_values(calibration, signals: dict[str, np.ndarray]):
 
 def lean_screen(guard, whole, images: np.ndarray):
     """Every measured per-call saving together: one onnxruntime call (the split encoder, sampling, decoder and
-    classifier in one graph), the compiled kernels called directly, lean p-values. Same Verdict objects."""
+    classifier in one graph), the seed and noise kernels called directly, lean p-values. Same Verdict objects."""
     from edgeguard import kernels as K
-    from edgeguard.calibration import decide
-    from edgeguard.guard import Verdict, as_batch
+    from edgeguard.guard import as_batch
 
     x = as_batch(images)
-    b, k = x.shape[0], guard.k
-    seeds = np.empty(b, np.uint64)
-    K._image_seeds_serial(x.view(np.uint32), np.uint64(guard.seed % 2**64), seeds)
-    d = guard.bundle.latent_dim
+    b, k, d = x.shape[0], guard.k, guard.bundle.latent_dim
     eps = np.empty((b * k, d), np.float32)
-    K._noise_serial(seeds, k, eps)
+    K._noise_serial(lean_seeds(x, guard.seed), k, eps)
     mu, logvar, recon, logits = whole.run(None, {"image": x.reshape(b, 1, SIDE, SIDE), "eps": eps.reshape(b, k, d)})
-    probs = np.empty_like(logits)
-    K._softmax_serial(logits, probs)
-    label = probs[:b].argmax(axis=1)
-    confidence = probs[:b].max(axis=1)
-    labels, majority, n_distinct = np.empty((b, k), np.int64), np.empty(b, np.int64), np.empty(b, np.int64)
-    agreement, entropy = np.empty(b, np.float32), np.empty(b, np.float32)
-    K._vote_serial(probs[b:].reshape(b, k, -1), labels, majority, n_distinct, agreement, entropy)
-    mse_mean, mse_min, agree = np.empty(b, np.float32), np.empty(b, np.float32), np.empty(b, np.float32)
-    K._recon_serial(x, recon.reshape(b * k, N_PIXELS), k, mse_mean, mse_min)
-    K._agree_serial(labels, label.astype(np.int64), agree)
-    kl, spread = np.empty(b, np.float32), np.empty(b, np.float32)
-    K._kl_serial(mu, logvar, kl)
-    K._spread_serial(logvar, spread)
-    signals = {"disagreement": 1.0 - agreement, "input_mismatch": 1.0 - agree, "vote_entropy": entropy,
-               "recon_mse": mse_mean, "recon_mse_min": mse_min, "kl": kl, "posterior_spread": spread,
-               "low_confidence": 1.0 - confidence}
-    p_signals, p_combined = lean_p_values(guard.calibration, signals)
-    verdicts = []
-    for i in range(b):
-        ps = {name: float(p[i]) for name, p in p_signals.items()}
-        verdict, reasons = decide(ps, float(p_combined[i]), guard.alpha)
-        verdicts.append(Verdict(
-            label=int(label[i]), confidence=float(confidence[i]), purified_label=int(majority[i]),
-            n_distinct=int(n_distinct[i]), agreement=float(agreement[i]), labels=tuple(labels[i].tolist()),
-            scores={name: float(v[i]) for name, v in signals.items()}, p_values=ps, p_value=float(p_combined[i]),
-            verdict=verdict, reasons=reasons, source=None))
-    return verdicts
+    return verdicts_from(guard, *signals_from(K, x, mu, logvar, recon, logits, k),
+                         p_values=lambda signals: lean_p_values(guard.calibration, signals))
 
 
 def lean_variant(guard):
-    """lean_screen bound to a one-graph session for ``guard``, or None when onnx or the kernel internals are
-    missing (then the variant is left out)."""
+    """lean_screen bound to a one-graph session for ``guard``, or None (the reason logged) when onnx is missing,
+    the graphs cannot be fused or the kernel internals changed: then the variant is left out."""
     try:
-        import onnx  # noqa: F401
         import onnxruntime as ort
 
         from edgeguard.sessions import session_options
@@ -1130,9 +1082,9 @@ def lean_variant(guard):
                                      session_options(guard._sessions["encoder"].get_session_options()
                                                      .intra_op_num_threads),
                                      providers=["CPUExecutionProvider"])
-        probe = synthetic_digits(4, seed=11)
-        lean_screen(guard, whole, probe)
-    except (ImportError, AttributeError, TypeError):
+        lean_screen(guard, whole, synthetic_digits(4, seed=11))
+    except Exception as e:  # noqa: BLE001 - an optional variant: whatever stops it, say why and go on
+        log(f"  lean prototype left out: {type(e).__name__}: {e}")
         return None
     return lambda batch: lean_screen(guard, whole, batch)
 
@@ -1162,7 +1114,7 @@ def chunked_session(session, rows: int):
 
 
 def with_sessions(guard, sessions: dict):
-    """A shallow copy of ``guard`` that runs other sessions (same bundle, calibration, k, seed)."""
+    """A shallow copy of ``guard`` that runs other sessions (same bundle, calibration, k, seed, kernels)."""
     import copy
 
     other = copy.copy(guard)
@@ -1173,10 +1125,7 @@ def with_sessions(guard, sessions: dict):
 def section_prototypes(args, plan: Plan) -> dict:
     """Each candidate change to the runtime, measured interleaved against the current runtime."""
     out: dict = {}
-    try:
-        import onnx  # noqa: F401
-    except ImportError:
-        onnx = None
+    have_onnx = importable("onnx")
     import onnxruntime as ort
 
     from edgeguard.sessions import session_options
@@ -1185,6 +1134,19 @@ def section_prototypes(args, plan: Plan) -> dict:
     guard = load_guard(args.bundle, K_BATCH, threads=1)
     models = guard.bundle.models
     batches = (1, 256) if plan is FULL else (1,)
+
+    def session(data: bytes):
+        return ort.InferenceSession(data, session_options(1), providers=["CPUExecutionProvider"])
+
+    def attempt(name: str, build):
+        """build(): what the comparison needs, built and run once; or None, with ``name`` reported as skipped
+        (a graph the builders cannot handle, a missing package, changed internals)."""
+        try:
+            return build()
+        except Exception as e:  # noqa: BLE001 - a prototype never stops the benchmark
+            out[name] = skipped(f"{type(e).__name__}: {e}")
+            log(f"  prototype {name} skipped: {out[name]['reason']}")
+            return None
 
     def compare(name, variants: dict, note: str, check=None, sizes=batches) -> None:
         rows = []
@@ -1204,39 +1166,40 @@ def section_prototypes(args, plan: Plan) -> dict:
         out[name] = {"note": note, "rows": rows}
 
     # 1. fewer onnxruntime calls: decoder+classifier in one graph; everything in one graph.
-    if onnx is not None:
-        pair = ort.InferenceSession(build_fused_decoder_classifier(models), session_options(1),
-                                    providers=["CPUExecutionProvider"])
-        whole = ort.InferenceSession(build_fused_all(models, K_BATCH, guard.bundle.latent_dim), session_options(1),
-                                     providers=["CPUExecutionProvider"])
+    def fused():
+        pair = session(build_fused_decoder_classifier(models))
+        whole = session(build_fused_all(models, K_BATCH, guard.bundle.latent_dim))
 
         def screen_pair(batch):
-            return verdicts_from(guard.calibration, guard.alpha, *fused_signals(guard, pair, batch, all_in_one=False))
+            return verdicts_from(guard, *fused_signals(guard, pair, batch, all_in_one=False))
 
         def screen_whole(batch):
-            return verdicts_from(guard.calibration, guard.alpha, *fused_signals(guard, whole, batch, all_in_one=True))
+            return verdicts_from(guard, *fused_signals(guard, whole, batch, all_in_one=True))
 
+        screen_pair(images[:2]), screen_whole(images[:2])
+        return screen_pair, screen_whole
+
+    if not have_onnx:
+        out["fused_graphs"] = skipped("the onnx package is not installed")
+    elif built := attempt("fused_graphs", fused):
+        screen_pair, screen_whole = built
         compare("fused_graphs", {"current": guard.screen, "decoder+classifier": screen_pair, "one_graph": screen_whole},
                 "3 onnxruntime calls (current) vs 2 (decoder+classifier fused with a Concat) vs 1 (encoder, "
                 "z = mu + exp(logvar/2)*eps in float32, decoder, classifier; eps from kernels.normal_noise)",
                 check=lambda batch: {"decoder+classifier": screen_pair(batch) == guard.screen(batch),
                                      "one_graph": [v.verdict for v in screen_whole(batch)]
                                      == [v.verdict for v in guard.screen(batch)]})
-    else:
-        out["fused_graphs"] = skipped("the onnx package is not installed")
 
     # 2. less per-call Python: the kernels called without their per-call checks.
     def screen_lean(batch):
-        return verdicts_from(guard.calibration, guard.alpha, *lean_signals(guard, batch))
+        return verdicts_from(guard, *lean_signals(guard, batch))
 
-    try:
+    if attempt("unchecked_kernels", lambda: screen_lean(images[:8])) is not None:
         same = screen_lean(images[:8]) == guard.screen(images[:8])
-    except (AttributeError, TypeError) as e:  # the private kernel names or signatures changed
-        out["unchecked_kernels"] = skipped(f"edgeguard.kernels internals changed: {e}")
-    else:
         compare("unchecked_kernels", {"current": guard.screen, "unchecked": screen_lean},
-                "the serial numba kernels called directly (inputs validated once by as_batch) vs the public kernel "
-                "functions, which check dtype/shape/contiguity and pick a variant on every call",
+                "the serial seed and sampling kernels called directly (inputs validated once by as_batch) vs the "
+                "public kernel functions, which check dtype/shape/contiguity and pick a variant on every call "
+                "(kernels.score through its public function in both)",
                 check=lambda batch: same and screen_lean(batch) == guard.screen(batch), sizes=(1,))
 
     # 3. session options: graph optimisation level (ALL adds the NCHWc layout transform).
@@ -1252,9 +1215,8 @@ def section_prototypes(args, plan: Plan) -> dict:
 
     # 4. chunked batches: the decoder and classifier run big batches in pieces that stay in cache.
     if plan is FULL:
-        chunk_rows = (16, 32, 64, 256)
         variants = {"current": guard.screen}
-        for rows in chunk_rows:
+        for rows in (16, 32, 64, 256):
             variants[f"chunks_of_{rows}"] = with_sessions(guard, {
                 name: chunked_session(guard._sessions[name], rows) for name in ("decoder", "classifier")}).screen
         compare("chunked_batches", variants,
@@ -1293,18 +1255,27 @@ def section_prototypes(args, plan: Plan) -> dict:
                 check=lambda batch: same, sizes=(64, 256))
         pool.shutdown()
 
-    # 5. leaner models: the classifier runs K+1 times per image and holds most of the FLOPs.
-    if onnx is not None:
-        slim = {}
-        for keep in (0.5,):
-            session = ort.InferenceSession(build_slim_classifier(models["classifier"], keep), session_options(1),
-                                           providers=["CPUExecutionProvider"])
-            slim[f"classifier_x{keep}"] = with_sessions(guard, {"classifier": session}).screen
-            flops = sum(count_flops(build_slim_classifier(models["classifier"], keep)).values())
-        compare("slim_classifier", {"current": guard.screen, **slim},
-                "classifier with half the channels in every layer (weights sliced, not retrained: timing only; "
-                f"{flops / 1e6:.2f} instead of {sum(count_flops(models['classifier']).values()) / 1e6:.2f} "
-                "MFLOP per pass)")
+    # 5. a leaner model: the classifier runs K+1 times per image.
+    def slim():
+        data = build_slim_classifier(models["classifier"], 0.5)
+        slim_guard = with_sessions(guard, {"classifier": session(data)})
+        slim_guard.screen(images[:2])
+
+        def mflop(graph: bytes) -> str:
+            try:
+                return f"{sum(count_flops(graph).values()) / 1e6:.2f}"
+            except Exception:  # noqa: BLE001 - no onnx shape inference for it: the timing still stands
+                return "?"
+
+        return slim_guard.screen, mflop(data), mflop(models["classifier"])
+
+    if not have_onnx:
+        out["slim_classifier"] = skipped("the onnx package is not installed")
+    elif built := attempt("slim_classifier", slim):
+        slim_screen, slim_mflop, full_mflop = built
+        compare("slim_classifier", {"current": guard.screen, "classifier_x0.5": slim_screen},
+                "classifier with half the channels/features in every hidden layer (weights sliced, not retrained: "
+                f"timing only; {slim_mflop} instead of {full_mflop} MFLOP per pass)")
 
     # 6. latency against K (what K fits a latency budget), 1 thread, batch 1, interleaved across K.
     image = images[:1]
@@ -1331,44 +1302,38 @@ def section_prototypes(args, plan: Plan) -> dict:
 
 
 def section_cold_prototypes(args, plan: Plan) -> dict:
-    """Cold-start candidates, each a fresh process, warm numba cache, median of runs."""
+    """Cold-start candidates: fresh processes screening one.png (warm numba cache), interleaved, median of runs."""
     runs = max(1, plan.cold_warm_runs)
     with tempfile.TemporaryDirectory(prefix="edgeguard-coldproto-") as tmp:
-        tmp = Path(tmp)
-        png = tmp / "one.png"
+        png = Path(tmp) / "one.png"
         write_png(png)
         env, _ = warm_default_cache()
-        cli = [*cli_command(), "detect", str(png)]
         bundle = ["--bundle", str(args.bundle)] if args.bundle else []
-        cli = [*cli, *bundle]
 
-        def wrapped(prelude: str) -> list[str]:  # the CLI's own main(), after a few lines of setup
-            return [sys.executable, "-c", f"import sys\n{prelude}\nsys.argv = ['edgeguard', 'detect', *sys.argv[1:]]\n"
-                    "from edgeguard.cli import main\nmain()", str(png), *bundle]
+        def cli(*options: str) -> list[str]:
+            return [*cli_command(), "detect", *options, str(png), *bundle]
 
-        hide_scipy = "sys.modules['scipy'] = None"
-        # The heavy imports done with the collector off, then frozen: the collector never walks numba's object graph
-        # again, during the run or in the final collection at exit (CPython's finalisation).
-        gc_frozen = "import gc\ngc.disable()\nimport edgeguard.cli, edgeguard.guard\ngc.freeze()\ngc.enable()"
-        variants = {"current": cli,
-                    "without_scipy": wrapped(hide_scipy),
-                    "gc_frozen": wrapped(gc_frozen),
-                    "gc_frozen_without_scipy": wrapped(f"{hide_scipy}\n{gc_frozen}"),
-                    "numba_free": [sys.executable, "-c", _NUMPY_COLD, str(png)],
-                    "numba_free_gc_frozen": [sys.executable, "-c", _NUMPY_COLD.replace("#GC ", ""), str(png)]}
-        if plan is QUICK:  # three of them are enough for a smoke run
-            variants = {key: variants[key] for key in ("current", "gc_frozen", "numba_free")}
+        def gc_frozen(*options: str) -> list[str]:
+            # The CLI's own main(), its heavy imports done with the collector off, then frozen: the collector never
+            # walks those objects again, during the run or in the final collection at exit (CPython's finalisation).
+            heavy = "edgeguard.cli, edgeguard.guard, edgeguard.preprocess" + (", edgeguard.kernels" if options else "")
+            return [sys.executable, "-c", f"import gc, sys\ngc.disable()\nimport {heavy}\ngc.freeze()\ngc.enable()\n"
+                    "sys.argv = ['edgeguard', 'detect', *sys.argv[1:]]\nfrom edgeguard.cli import main\nmain()",
+                    *options, str(png), *bundle]
+
+        variants = {"current": cli(), "gc_frozen": gc_frozen()}
+        if plan is FULL:  # the same idea for the numba backend (what `detect` uses from NUMBA_MIN_IMAGES files on)
+            variants.update(numba=cli("--kernels", "numba"), numba_gc_frozen=gc_frozen("--kernels", "numba"))
         times = {key: [] for key in variants}
         for _ in range(runs):  # interleaved
             for key, cmd in variants.items():
                 times[key].append(timed_run(cmd, env, ROOT))
         proc = subprocess.run([sys.executable, "-c", _KERNEL_LOAD], env=env, cwd=ROOT, capture_output=True, text=True)
         kernel_load = json.loads(proc.stdout) if proc.returncode == 0 else {"error": proc.stderr.strip()[-300:]}
-    return {"note": "wall seconds of a fresh process screening one.png (warm numba cache), interleaved; "
-                    "'without_scipy': scipy hidden (a runtime-only install has no scipy, numba imports it when "
-                    "present); 'gc_frozen': the heavy imports with gc disabled, then gc.freeze(), so the collector "
-                    "never walks numba's objects again (nor at interpreter exit); 'numba_free': the CLI's imports, "
-                    "then onnxruntime + NumPy post-processing, numba never imported",
+    return {"note": "wall seconds of a fresh process screening one.png (warm numba cache), interleaved; 'current': "
+                    "`edgeguard detect one.png` (numpy kernels through --kernels auto); 'gc_frozen': its main() with "
+                    "the heavy imports done with gc disabled, then gc.freeze(), so the collector never walks those "
+                    "objects again (nor at interpreter exit); 'numba*' (full run only): the same with --kernels numba",
             "median_s": {key: statistics.median(v) for key, v in times.items()}, "runs": runs,
             "kernel_load_ms": kernel_load}
 
@@ -1398,29 +1363,6 @@ print(json.dumps(ms))
 """
 
 
-# The numba-free cold path: what `edgeguard detect one.png` would cost if small batches never touched numba.
-_NUMPY_COLD = r"""
-import sys
-#GC import gc; gc.disable()
-sys.path.insert(0, %r)
-import typer, rich.console, edgeguard.cli
-from benchmarks.latency import numpy_signals, verdicts_from
-from edgeguard.bundle import load_bundle
-from edgeguard.calibration import Calibration
-from edgeguard.sessions import create_session
-from edgeguard.preprocess import load_and_preprocess
-#GC gc.freeze(); gc.enable()
-assert "numba" not in sys.modules
-bundle = load_bundle(None)
-sessions = {n: create_session(n, d, ["CPUExecutionProvider"]) for n, d in bundle.models.items()}
-calibration = Calibration.from_manifest(bundle.calibration)
-image = load_and_preprocess(sys.argv[1])[None]
-v = verdicts_from(calibration, 0.01, *numpy_signals(sessions, image, bundle.default_k, 0), make=dict)
-rich.console.Console().print(v[0]["verdict"])
-assert "numba" not in sys.modules
-""" % str(ROOT)
-
-
 # --------------------------------------------------------------------------------------------- targets
 
 
@@ -1432,7 +1374,7 @@ def measured_targets(result: dict) -> dict[str, float | None]:
         "p50_k10_ms": single[K_BATCH]["p50_ms"] if K_BATCH in single else None,
         "speedup_torch_b1": ref[(1, 1)]["speedup_vs_torch"] if (1, 1) in ref else None,
         "speedup_torch_b256": ref[(256, 1)]["speedup_vs_torch"] if (256, 1) in ref else None,
-        "cold_start_warm_s": cold["warm_cache_s"]["median"] if "warm_cache_s" in cold else None,
+        "cold_start_warm_s": cold["plain_s"]["median"] if "plain_s" in cold else None,  # the plain command
     }
 
 
@@ -1491,16 +1433,18 @@ def tables(result: dict) -> list[tuple[str, list[str], list[list[str]], str | No
                     [[str(r["batch"]), str(r["threads"]), fmt(r["median_ms"]), fmt(r["images_per_s"], 0)]
                      for r in tp["rows"]], tp["note"]))
     c = result["cold_start"]
-    if "warm_cache_s" in c:
-        out.append((f"Cold start: {c['command']}", ["numba cache", "median s", "min s", "runs"],
-                    [["warm", fmt(c["warm_cache_s"]["median"]), fmt(c["warm_cache_s"]["min"]),
-                      str(len(c["warm_cache_s"]["runs"]))],
-                     ["empty", fmt(c["empty_cache_s"]["median"]), fmt(c["empty_cache_s"]["min"]),
-                      str(len(c["empty_cache_s"]["runs"]))]],
-                    f"python -c pass: {c['python_startup_s']:.3f} s"))
+    if "plain_s" in c:
+        out.append(("Cold start in a fresh process", ["command", "kernels", "numba cache", "median s", "min s", "runs"],
+                    [[c[command], kernels, cache, fmt(c[key]["median"]), fmt(c[key]["min"]), str(len(c[key]["runs"]))]
+                     for command, kernels, cache, key in (
+                         ("command", "numpy (auto, 1 file)", "not used", "plain_s"),
+                         ("numba_command", "numba", "warm", "numba_warm_cache_s"),
+                         ("numba_command", "numba", "empty", "numba_empty_cache_s"))],
+                    f"the target is the first row; python -c pass: {c['python_startup_s']:.3f} s"))
         ph = c["phases_ms"]
-        out.append(("Cold start, where the time goes (fresh process, warm cache)", ["phase", "ms"],
-                    [[name, fmt(v, 1) if isinstance(v, float) else str(v)] for name, v in ph.items()], None))
+        out.append((f"Cold start, where the time goes: {c['command']} (fresh process)", ["phase", "ms"],
+                    [[name, fmt(v, 1) if isinstance(v, float) else str(v)] for name, v in ph.items()],
+                    "'+' lines: imported after the total in the same process, what the numba backend adds"))
     st = result["stages"]
     for r in st.get("rows", []):
         out.append((f"Stages, batch {r['batch']}, K={r['k']}, 1 thread (medians)", ["stage", "ms", "share"],
@@ -1509,18 +1453,22 @@ def tables(result: dict) -> list[tuple[str, list[str], list[list[str]], str | No
                     f"staged pipeline gives the same verdicts as guard.screen: {r['matches_guard']}"))
     kn = result["kernels"]
     if "rows" in kn:
+        parity = kn["numpy_pipeline_parity"]
         out.append(("Kernels: numba vs NumPy twins (1 thread)",
-                    ["kernel", "batch", "numba us", "vectorised NumPy us", "x", "tests/naive.py us", "x"],
+                    ["kernel", "batch", "numba us", "kernels_numpy us", "x", "tests/naive.py us", "x"],
                     [[r["kernel"], str(r["batch"]), fmt(r["numba_us"], 1), fmt(r["vectorised_us"], 1),
                       fmt(r["speedup_vs_vectorised"], 1), fmt(r["naive_us"], 1), fmt(r["speedup_vs_naive"], 1)]
-                     for r in kn["rows"]], kn["note"]))
+                     for r in kn["rows"]],
+                    f"{kn['note']}. Guard with kernels='numpy' vs 'numba' on {parity['images']} digits: same verdicts "
+                    f"{yes_no(parity['same_verdicts'])}, same labels {yes_no(parity['same_labels'])}, max |score "
+                    f"difference| {parity['max_abs_score_difference']:.2g}"))
     ref = result["reference"]
     if ref.get("skipped"):
         out.append(("Reference", ["skipped"], [[ref["reason"]]], None))
     elif "rows" in ref:
         p = ref["parity"]
-        out.append((f"Runtime vs PyTorch eager and vs NumPy post-processing, K={K_BATCH} (interleaved, medians)",
-                    ["batch", "threads", "runtime ms", "torch ms", "speed-up", "numpy-post ms", "speed-up",
+        out.append((f"Runtime vs PyTorch eager and vs the numpy kernels backend, K={K_BATCH} (interleaved, medians)",
+                    ["batch", "threads", "runtime ms", "torch ms", "speed-up", "numpy backend ms", "speed-up",
                      "lean prototype ms", "its speed-up over torch"],
                     [[str(r["batch"]), str(r["threads"]), fmt(r["runtime_ms"]), fmt(r["torch_ms"]),
                       f"{r['speedup_vs_torch']:.2f}x", fmt(r["numpy_post_ms"]), f"{r['speedup_vs_numpy_post']:.2f}x",
@@ -1665,16 +1613,20 @@ def to_docs(result: dict) -> str:
     if not ref.get("skipped") and "rows" in ref:
         lines += ["Against the same weights in PyTorch eager (`benchmarks/reference.py`, K=10, one thread for both): "
                   + "; ".join(f"batch {r['batch']}: {r['speedup_vs_torch']:.1f}x faster" for r in ref["rows"]
-                              if r["threads"] == 1) + ". Against onnxruntime with NumPy post-processing instead of numba: "
+                              if r["threads"] == 1)
+                  + ". Against the numpy kernels backend (`Guard.load(kernels=\"numpy\")`, what `edgeguard detect` "
+                  "uses for fewer than `NUMBA_MIN_IMAGES` files), the numba runtime is faster by: "
                   + "; ".join(f"batch {r['batch']}: {r['speedup_vs_numpy_post']:.1f}x" for r in ref["rows"]
                               if r["threads"] == 1) + ".", ""]
     elif ref.get("skipped"):
         lines += [f"PyTorch reference: skipped ({ref['reason']}).", ""]
-    if "warm_cache_s" in cold:
-        empty = cold["empty_cache_s"]["median"]
-        lines += [f"Cold start of `{cold['command']}` in a fresh process: {cold['warm_cache_s']['median']:.2f} s with "
-                  "a warm numba cache" + (f", {empty:.2f} s with an empty one (the first run after an install "
-                                          "compiles the kernels)" if empty is not None else "") + ".", ""]
+    if "plain_s" in cold:
+        empty = cold["numba_empty_cache_s"]["median"]
+        lines += [f"Cold start in a fresh process: `{cold['command']}` (numpy kernels, numba not imported) "
+                  f"{cold['plain_s']['median']:.2f} s; `{cold['numba_command']}` "
+                  f"{cold['numba_warm_cache_s']['median']:.2f} s with a warm numba cache"
+                  + (f", {empty:.2f} s with an empty one (the first run after an install compiles the kernels)"
+                     if empty is not None else "") + ".", ""]
     if not rf.get("skipped"):
         lines += [f"One screened image at K=10 costs {rf['flops_per_image']['k10'] / 1e6:.1f} MFLOP (counted from the "
                   f"ONNX graphs); this machine's single-core float32 matmul runs at {rf['matmul_gflops_1t']:.0f} GFLOP/s, "
