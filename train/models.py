@@ -51,13 +51,29 @@ class Decoder(nn.Module):
         return self.deconv(self.fc(z).view(-1, self.width, 7, 7))
 
 
+class MLPDecoder(nn.Module):
+    """z (B, latent_dim) -> image (B,1,28,28) in [0, 1], with one hidden layer: two GEMMs, which
+    onnxruntime runs far closer to the machine's peak than transposed convolutions at small batch."""
+
+    def __init__(self, latent_dim: int = LATENT_DIM, width: int = 512):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(latent_dim, width), nn.ReLU(), nn.Linear(width, 28 * 28), nn.Sigmoid())
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z).view(-1, 1, 28, 28)
+
+
+DECODERS = {"conv": Decoder, "mlp": MLPDecoder}
+
+
 class VAE(nn.Module):
     """The encoder runs once per image and the decoder K times, so the encoder can afford more width."""
 
-    def __init__(self, latent_dim: int = LATENT_DIM, width: int = 32, encoder_width: int = 64):
+    def __init__(self, latent_dim: int = LATENT_DIM, width: int = 32, encoder_width: int = 64,
+                 decoder: str = "conv"):
         super().__init__()
         self.encoder = Encoder(latent_dim, encoder_width)
-        self.decoder = Decoder(latent_dim, width)
+        self.decoder = DECODERS[decoder](latent_dim, width)
         self.latent_dim = latent_dim
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -69,9 +85,25 @@ class VAE(nn.Module):
 class Classifier(nn.Module):
     """x (B,1,28,28) -> logits (B, 10)."""
 
-    def __init__(self, width: int = 16):
+    def __init__(self, width: int = 16, kind: str = "pool"):
         super().__init__()
         w = width
+        if kind == "strided":  # strided convolutions instead of full-resolution ones and pooling
+            self.net = nn.Sequential(
+                nn.Conv2d(1, w, 5, stride=2, padding=2),  # 14x14
+                nn.BatchNorm2d(w),
+                nn.ReLU(),
+                nn.Conv2d(w, 2 * w, 3, stride=2, padding=1),  # 7x7
+                nn.BatchNorm2d(2 * w),
+                nn.ReLU(),
+                nn.Conv2d(2 * w, 4 * w, 3),  # 5x5
+                nn.BatchNorm2d(4 * w),
+                nn.ReLU(),
+                nn.Flatten(),
+                nn.Dropout(0.3),
+                nn.Linear(4 * w * 5 * 5, N_CLASSES),
+            )
+            return
         self.net = nn.Sequential(
             nn.Conv2d(1, w, 3, padding=1),  # 28x28
             nn.BatchNorm2d(w),
