@@ -27,13 +27,10 @@ def test_clean_accuracy_through_the_runtime_matches_the_manifest(guard, mnist, t
     assert abs(purified - metrics["purified_accuracy"]) <= 0.001
 
 
-# The MNIST test set is not exchangeable with the calibration split (other writers): at alpha=0.05 the
-# shipped bundle's test false-alarm rate is 5.95%, outside the +-0.5 pp target. The calibration itself is
-# exact on exchangeable data (next test); the miss is the shift between the splits (see the README).
-@pytest.mark.parametrize("alpha", [
-    0.01,
-    pytest.param(0.05, marks=pytest.mark.xfail(strict=True, reason="calibration/test distribution shift")),
-])
+# The MNIST test set is not exchangeable with the calibration split (other writers), so conformal calibration
+# guarantees nothing here; the shipped bundle lands within +-0.5 pp all the same (1.00% and 5.22%). The next
+# test checks the calibration itself on exchangeable data.
+@pytest.mark.parametrize("alpha", [0.01, 0.05])
 def test_clean_false_alarm_rate_on_the_test_set_is_close_to_alpha(guard, test_screening, alpha):
     _, p = guard.calibration.p_values(test_screening.signals)
     rate = float(np.mean(p < alpha))

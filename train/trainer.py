@@ -38,18 +38,16 @@ class TrainConfig:
     data_dir: Path | None = None
     seed: int = 0
     vae_epochs: int = 10
-    clf_epochs: int = 10
+    clf_epochs: int = 12
     batch_size: int = 128
     latent_dim: int = LATENT_DIM
     beta: float = 0.25
-    vae_width: int = 32  # decoder width (channels for "conv", hidden units for "mlp")
+    vae_width: int = 512  # the decoder's hidden units
     encoder_width: int = 64
-    decoder: str = "conv"
-    classifier: str = "pool"
-    refine_augment: bool = False
-    refine_epochs: int = 8  # stage 3: VAE with the classifier's loss on its reconstructions
-    refine_weight: float = 100.0
-    finetune_epochs: int = 3  # stage 4: the classifier on the refined VAE's reconstructions
+    refine_augment: bool = True  # stage 3 sees the same random jitter as the classifier
+    refine_epochs: int = 16  # stage 3: VAE with the classifier's loss on its reconstructions
+    refine_weight: float = 1000.0
+    finetune_epochs: int = 4  # stage 4: the classifier on the refined VAE's reconstructions
     threads: int = 2
     quick: bool = False
     quick_size: int = 2000
@@ -131,7 +129,7 @@ def run_epochs(name: str, params, epochs: int, lr: float, n: int, cfg: TrainConf
 
 def train_vae(cfg: TrainConfig, x: torch.Tensor, gen: torch.Generator) -> VAE:
     """Stage 1: the VAE alone (negative ELBO, KL weighted by beta)."""
-    vae = VAE(cfg.latent_dim, cfg.vae_width, cfg.encoder_width, cfg.decoder).train()
+    vae = VAE(cfg.latent_dim, cfg.vae_width, cfg.encoder_width).train()
     run_epochs("vae", vae.parameters(), cfg.vae_epochs, 2e-3, len(x), cfg, gen,
                lambda idx: vae_loss(*_vae_out(vae, x[idx]), cfg.beta)[0])
     return vae.eval()
@@ -151,7 +149,7 @@ def sample_reconstructions(vae: VAE, x: torch.Tensor) -> torch.Tensor:
 def train_classifier(cfg: TrainConfig, vae: VAE, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator,
                      clf: Classifier | None = None, epochs: int | None = None, lr: float = 3e-3) -> Classifier:
     """Stages 2 and 4: the classifier on augmented clean images and on sampled reconstructions of them."""
-    clf = (clf or Classifier(kind=cfg.classifier)).train()
+    clf = (clf or Classifier()).train()
     vae.eval()
 
     def step(idx):
@@ -237,8 +235,8 @@ def load_models(run_dir: Path) -> tuple[VAE, Classifier, dict]:
     run_dir = Path(run_dir)
     meta = json.loads((run_dir / META_FILE).read_text())
     cfg = meta["config"]
-    vae = VAE(cfg["latent_dim"], cfg.get("vae_width", 32), cfg.get("encoder_width", 32), cfg.get("decoder", "conv"))
+    vae = VAE(cfg["latent_dim"], cfg["vae_width"], cfg["encoder_width"])
     vae.load_state_dict(torch.load(run_dir / VAE_FILE, weights_only=True))
-    clf = Classifier(kind=cfg.get("classifier", "pool"))
+    clf = Classifier()
     clf.load_state_dict(torch.load(run_dir / CLASSIFIER_FILE, weights_only=True))
     return vae.eval(), clf.eval(), meta
