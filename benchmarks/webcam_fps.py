@@ -18,7 +18,9 @@ memory as a camera would deliver them. For each digit count it reports the media
 and, once, ``run()`` end to end on an MJPG video file with 2 to 4 digits (decoding included, no window).
 With ``--accuracy`` it also measures, on longer synthetic videos than the tests use, how often clean
 digits are found and read correctly and how often superimposed pairs and non-digits are flagged.
-With ``--screenshot PATH`` it also saves an annotated frame (two clean digits, a superimposed pair and a
+With ``--alphas 0.01,0.02,0.05`` it repeats the accuracy measurement at each alpha (the trade-off between
+filmed clean digits flagged and pairs / non-digits flagged: the stable verdict of a tracked item is voted
+over 5 frames, so its rates differ from the per-image alpha). With ``--screenshot PATH`` it also saves an annotated frame (two clean digits, a superimposed pair and a
 non-digit) as the README's picture.
 """
 
@@ -134,6 +136,28 @@ def accuracy(guard: Guard, scenes: int, seed: int) -> dict:
     return out
 
 
+def _alphas(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not values or not all(0.0 < v < 1.0 for v in values):
+        raise argparse.ArgumentTypeError(f"each alpha must lie strictly between 0 and 1, got {text!r}")
+    return values
+
+
+def alpha_sweep(alphas, scenes: int, seed: int) -> list[dict]:
+    """``accuracy`` at each alpha, reduced to the rates that trade off against each other."""
+    rows = []
+    for alpha in alphas:
+        acc = accuracy(Guard.load(threads=1, alpha=alpha), scenes, seed)
+        clean, mixed = acc["clean_any_digit"]["digit"], acc["pair_and_nondigit_every_scene"]
+        rows.append({"alpha": alpha, "clean_flagged": clean["flagged"], "clean_read": clean["read"],
+                     "pairs_flagged": mixed["adversarial"]["flagged"], "nondigits_flagged": mixed["nondigit"]["flagged"],
+                     "nondigits_by_type": mixed["nondigit"]["flagged_by_type"]})
+    return rows
+
+
 def screenshot(guard: Guard, path: str | os.PathLike, fps: float | None = None, seed: int = 2) -> Path:
     """Film a sheet with two clean digits, a superimposed pair and a non-digit; save the annotated last frame."""
     rng = np.random.default_rng(seed)
@@ -158,6 +182,8 @@ def main() -> None:
     parser.add_argument("--screenshot", metavar="PATH", help="also save an annotated frame (PNG) here")
     parser.add_argument("--accuracy", action="store_true",
                         help="also measure read and flag rates on synthetic videos (60 scenes; --quick: 15)")
+    parser.add_argument("--alphas", type=_alphas, default=(),
+                        help="comma-separated alphas: repeat the --accuracy measurement at each (a trade-off table)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -184,6 +210,8 @@ def main() -> None:
         report["screenshot"] = str(screenshot(guard, args.screenshot, fps=rows[4]["fps_cpu"]))
     if args.accuracy:
         report["accuracy"] = accuracy(guard, 15 if args.quick else 60, args.seed)
+    if args.alphas:
+        report["alpha_sweep"] = alpha_sweep(args.alphas, 15 if args.quick else 60, args.seed)
     if args.json:
         print(json.dumps(report, indent=1))
         return
@@ -214,6 +242,10 @@ def main() -> None:
                 print(f"  {name:30s} {kind:12s} n={r['appearances']:4d} found {r['found']:.3f} "
                       f"flagged {r['flagged']:.3f} {extra}")
             print(f"  {name:30s} spurious boxes: {acc[name]['spurious_boxes']}")
+    for row in report.get("alpha_sweep", ()):
+        print(f"alpha {row['alpha']}: clean digits flagged {row['clean_flagged']:.3f}, read {row['clean_read']:.3f}; "
+              f"pairs flagged {row['pairs_flagged']:.3f}; non-digits flagged {row['nondigits_flagged']:.3f} "
+              f"{row['nondigits_by_type']}")
 
 
 if __name__ == "__main__":
