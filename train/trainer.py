@@ -1,8 +1,11 @@
 """Seeded, deterministic CPU training of the VAE and the classifier.
 
-The VAE is trained first. The classifier is then trained on clean (lightly augmented) images and on
-VAE reconstructions sampled from the posterior, so that it reads reconstructions as well as
-originals: the purified label (the majority over K sampled reconstructions) depends on this.
+Four stages: (1) the VAE alone; (2) the classifier on clean (lightly augmented) images and on VAE
+reconstructions sampled from the posterior, so that it reads reconstructions as well as originals;
+(3) the VAE again, now also asked that the frozen classifier reads its sampled reconstructions of
+jittered digits as the input's label (cross-entropy weighted ``refine_weight``), so that sampling keeps
+a digit's identity; (4) the classifier fine-tuned on the refined VAE's reconstructions. The purified
+label (the majority over K sampled reconstructions) depends on stages 2-4.
 """
 
 from __future__ import annotations
