@@ -4,7 +4,9 @@ One screening of a batch of B images with K samples each flows one way:
 
     x (B,28,28) -> encoder -> mu, logvar (B,D) -> kernels.sample_latents -> z (B*K,D)
       -> decoder -> recon (B*K,28,28);  x + recon -> classifier -> logits
-      -> kernels (vote, scores) -> signals (B,S) -> calibration -> Verdict per image
+      -> kernels.score (vote and every signal, one call) -> signals (B,S) -> calibration -> Verdict per image
+
+"kernels" is edgeguard.kernels (numba) or its NumPy twin edgeguard.kernels_numpy, chosen at load.
 """
 
 from __future__ import annotations
