@@ -50,6 +50,7 @@ def build_manifest(bundle_dir: Path, meta: dict, *, default_k: int = 10) -> dict
             "torch_version": meta["torch_version"],
             "onnx_opset": OPSET,
             "training_seconds": meta["seconds"],
+            "training_config": {k: v for k, v in cfg.items() if k not in ("out", "data_dir", "extra")},
         },
         "metrics": {},
         "calibration": None,

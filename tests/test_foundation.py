@@ -60,6 +60,8 @@ def test_quick_round_trip_writes_a_complete_manifest(quick_bundle):
     assert set(prov["data_files_sha256"]) == {"train-images-idx3-ubyte", "train-labels-idx1-ubyte",
                                               "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"}
     assert prov["seed"] == 0 and prov["quick"] is True and prov["git_commit"]
+    config = prov["training_config"]  # every hyperparameter, so the bundle can be retrained from its manifest
+    assert config["refine_weight"] > 0 and config["latent_dim"] == LATENT_DIM and "out" not in config
     metrics = manifest["metrics"]
     for key in ("clean_accuracy", "purified_accuracy", "unanimous_share"):
         assert 0.0 <= metrics[key] <= 1.0
