@@ -133,7 +133,9 @@ def test_targets_and_adaptive_tables(report):
     _, text = report
     targets = find(tables(text), "target | value | met?")
     assert len(targets) >= 10
-    assert all(r["met?"] in ("met", "missed") for r in targets)
+    # --quick's few hundred images can miss a target by chance (one C&W image of 31 is 3 points), so only
+    # the form is checked: "met", or "missed" (bold where the value itself falls short).
+    assert all(r["met?"] in ("met", "missed", "**missed**") for r in targets)
     adaptive = find(tables(text), "attack | images | success (clean verdict")
     assert len(adaptive) == 4
     for r in adaptive:
