@@ -245,20 +245,11 @@ def signals_from(kernels, x: np.ndarray, mu, logvar, recon, logits, k: int):
 def verdicts_from(guard, label, confidence, labels, majority, n_distinct, agreement, signals, p_values=None):
     """Guard.screen's verdict step on arrays from any of the pipelines here (``p_values``: a stand-in for
     ``guard.calibration.p_values``)."""
-    from edgeguard.calibration import decide
-    from edgeguard.guard import Verdict
+    from edgeguard.guard import Screening, make_verdicts
 
-    p_signals, p_combined = (p_values or guard.calibration.p_values)(signals)
-    verdicts = []
-    for i in range(len(label)):
-        ps = {name: float(p[i]) for name, p in p_signals.items()}
-        verdict, reasons = decide(ps, float(p_combined[i]), guard.alpha)
-        verdicts.append(Verdict(
-            label=int(label[i]), confidence=float(confidence[i]), purified_label=int(majority[i]),
-            n_distinct=int(n_distinct[i]), agreement=float(agreement[i]), labels=tuple(int(v) for v in labels[i]),
-            scores={name: float(v[i]) for name, v in signals.items()}, p_values=ps, p_value=float(p_combined[i]),
-            verdict=verdict, reasons=reasons, source=None))
-    return verdicts
+    s = Screening(label=label, confidence=confidence, labels=labels, purified_label=majority,
+                  n_distinct=n_distinct, agreement=agreement, signals=signals)
+    return make_verdicts(s, *(p_values or guard.calibration.p_values)(signals), guard.alpha)
 
 
 # ------------------------------------------------------------------------------------------------ single

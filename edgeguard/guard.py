@@ -17,7 +17,6 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -164,22 +163,7 @@ class Guard:
         if self.calibration is None:
             raise BundleError(f"{self.bundle.path}: the bundle is not calibrated; run `python -m export.calibrate`")
         s = self.analyze(images)
-        p_signals, p_combined = self.calibration.p_values(s.signals)
-        # Python values row by row (tolist() is exact for float32 and far cheaper than per-element float()).
-        columns = zip(s.label.tolist(), s.confidence.tolist(), s.purified_label.tolist(), s.n_distinct.tolist(),
-                      s.agreement.tolist(), s.labels.tolist(), np.column_stack(list(s.signals.values())).tolist(),
-                      np.column_stack(list(p_signals.values())).tolist(), p_combined.tolist(),
-                      sources if sources is not None else [None] * len(s.label))
-        verdicts = []
-        for label, confidence, purified, n_distinct, agreement, labels, scores, ps, p, source in columns:
-            ps = dict(zip(p_signals, ps))
-            verdict, reasons = decide(ps, p, self.alpha)
-            verdicts.append(Verdict(
-                label=label, confidence=confidence, purified_label=purified, n_distinct=n_distinct,
-                agreement=agreement, labels=tuple(labels), scores=dict(zip(s.signals, scores)), p_values=ps,
-                p_value=p, verdict=verdict, reasons=reasons, source=source,
-            ))
-        return verdicts
+        return make_verdicts(s, *self.calibration.p_values(s.signals), self.alpha, sources)
 
     def screen_file(self, path: str | os.PathLike[str]) -> Verdict:
         """Loads an image file (PNG, JPEG, BMP, PGM, TIFF or .npy), makes it MNIST-style and screens it."""
@@ -197,6 +181,26 @@ class Guard:
             self.analyze(np.zeros((1, SIDE, SIDE), np.float32))
             t2 = time.perf_counter()
         return {"kernels_s": kernel_s, "first_screen_s": t2 - t1, "total_s": t2 - t0}
+
+
+def make_verdicts(s: Screening, p_signals: dict[str, np.ndarray], p_combined: np.ndarray, alpha: float,
+                  sources: Sequence[str | None] | None = None) -> list[Verdict]:
+    """Guard.screen's last step: a Verdict per image from a screening and its calibrated p-values."""
+    # Python values row by row (tolist() is exact for float32 and far cheaper than per-element float()).
+    columns = zip(s.label.tolist(), s.confidence.tolist(), s.purified_label.tolist(), s.n_distinct.tolist(),
+                  s.agreement.tolist(), s.labels.tolist(), np.column_stack(list(s.signals.values())).tolist(),
+                  np.column_stack(list(p_signals.values())).tolist(), p_combined.tolist(),
+                  sources if sources is not None else [None] * len(s.label))
+    verdicts = []
+    for label, confidence, purified, n_distinct, agreement, labels, scores, ps, p, source in columns:
+        ps = dict(zip(p_signals, ps))
+        verdict, reasons = decide(ps, p, alpha)
+        verdicts.append(Verdict(
+            label=label, confidence=confidence, purified_label=purified, n_distinct=n_distinct,
+            agreement=agreement, labels=tuple(labels), scores=dict(zip(s.signals, scores)), p_values=ps,
+            p_value=p, verdict=verdict, reasons=reasons, source=source,
+        ))
+    return verdicts
 
 
 KERNELS = ("numba", "numpy")

@@ -47,6 +47,7 @@ _configure_numba_cache()
 
 import numpy as np  # noqa: E402
 from numba import njit, prange  # noqa: E402
+from edgeguard.kernels_numpy import SCORE_NAMES  # noqa: E402  (numba-free: numpy only)
 from numba import types as nt  # noqa: E402
 
 __all__ = [
@@ -224,6 +225,33 @@ def _recon_image(x, recon):
     return total / k, best
 
 
+@njit(nt.float64(_i64_1d, nt.int64), **_HELPER)
+def _agree_image(labels, label):
+    """Share of one image's K labels equal to ``label``."""
+    n = 0
+    for j in range(labels.shape[0]):
+        n += labels[j] == label
+    return n / labels.shape[0]
+
+
+@njit(nt.float64(_f32_1d, _f32_1d), **_HELPER)
+def _kl_image(mu, logvar):
+    s = 0.0
+    for c in range(mu.shape[0]):
+        lv = nt.float64(logvar[c])
+        m = nt.float64(mu[c])
+        s += np.exp(lv) + m * m - 1.0 - lv
+    return 0.5 * s
+
+
+@njit(nt.float64(_f32_1d), **_HELPER)
+def _spread_image(logvar):
+    s = 0.0
+    for c in range(logvar.shape[0]):
+        s += np.exp(0.5 * nt.float64(logvar[c]))
+    return s / logvar.shape[0]
+
+
 # --------------------------------------------------------------------------
 # batch loops: serial and parallel twins with identical bodies
 
@@ -315,22 +343,14 @@ _SIG_AGREE = nt.void(_i64_2d, _i64_1d, _f32_1d)
 
 @njit(_SIG_AGREE, **_SERIAL)
 def _agree_serial(labels, input_labels, out):
-    k = labels.shape[1]
     for i in range(labels.shape[0]):
-        n = 0
-        for j in range(k):
-            n += labels[i, j] == input_labels[i]
-        out[i] = n / k
+        out[i] = _agree_image(labels[i], input_labels[i])
 
 
 @njit(_SIG_AGREE, **_PARALLEL)
 def _agree_parallel(labels, input_labels, out):
-    k = labels.shape[1]
     for i in prange(labels.shape[0]):
-        n = 0
-        for j in range(k):
-            n += labels[i, j] == input_labels[i]
-        out[i] = n / k
+        out[i] = _agree_image(labels[i], input_labels[i])
 
 
 _SIG_RECON = nt.void(_f32_2d, _f32_2d, nt.int64, _f32_1d, _f32_1d)
@@ -354,23 +374,13 @@ _SIG_KL = nt.void(_f32_2d, _f32_2d, _f32_1d)
 @njit(_SIG_KL, **_SERIAL)
 def _kl_serial(mu, logvar, out):
     for i in range(mu.shape[0]):
-        s = 0.0
-        for c in range(mu.shape[1]):
-            lv = nt.float64(logvar[i, c])
-            m = nt.float64(mu[i, c])
-            s += np.exp(lv) + m * m - 1.0 - lv
-        out[i] = 0.5 * s
+        out[i] = _kl_image(mu[i], logvar[i])
 
 
 @njit(_SIG_KL, **_PARALLEL)
 def _kl_parallel(mu, logvar, out):
     for i in prange(mu.shape[0]):
-        s = 0.0
-        for c in range(mu.shape[1]):
-            lv = nt.float64(logvar[i, c])
-            m = nt.float64(mu[i, c])
-            s += np.exp(lv) + m * m - 1.0 - lv
-        out[i] = 0.5 * s
+        out[i] = _kl_image(mu[i], logvar[i])
 
 
 _SIG_SPREAD = nt.void(_f32_2d, _f32_1d)
@@ -378,22 +388,14 @@ _SIG_SPREAD = nt.void(_f32_2d, _f32_1d)
 
 @njit(_SIG_SPREAD, **_SERIAL)
 def _spread_serial(logvar, out):
-    d = logvar.shape[1]
     for i in range(logvar.shape[0]):
-        s = 0.0
-        for c in range(d):
-            s += np.exp(0.5 * nt.float64(logvar[i, c]))
-        out[i] = s / d
+        out[i] = _spread_image(logvar[i])
 
 
 @njit(_SIG_SPREAD, **_PARALLEL)
 def _spread_parallel(logvar, out):
-    d = logvar.shape[1]
     for i in prange(logvar.shape[0]):
-        s = 0.0
-        for c in range(d):
-            s += np.exp(0.5 * nt.float64(logvar[i, c]))
-        out[i] = s / d
+        out[i] = _spread_image(logvar[i])
 
 
 _SIG_SCORE_IMAGE = nt.Tuple((nt.int64, nt.int64, nt.int64, nt.float32, nt.float64))(
@@ -414,25 +416,15 @@ def _score_image(x, logits_in, logits_rec, recon, mu, logvar, labels, p_in, p_re
     for j in range(k):
         _softmax_row(logits_rec[j], p_rec[j])
     majority, distinct, agreement, entropy = _vote_image(p_rec, labels)
-    same = 0
-    for j in range(k):
-        same += labels[j] == label
     mse_mean, mse_min = _recon_image(x, recon)
-    kl = 0.0
-    spread = 0.0
-    for c in range(mu.shape[0]):
-        lv = nt.float64(logvar[c])
-        m = nt.float64(mu[c])
-        kl += np.exp(lv) + m * m - 1.0 - lv
-        spread += np.exp(0.5 * lv)
     one = nt.float32(1.0)
     out[0] = one - nt.float32(agreement)
-    out[1] = one - nt.float32(same / k)
+    out[1] = one - nt.float32(_agree_image(labels, label))
     out[2] = entropy
     out[3] = mse_mean
     out[4] = mse_min
-    out[5] = 0.5 * kl
-    out[6] = spread / mu.shape[0]
+    out[5] = _kl_image(mu, logvar)
+    out[6] = _spread_image(logvar)
     out[7] = one - p_in[label]
     return label, majority, distinct, p_in[label], agreement
 
@@ -664,11 +656,6 @@ def posterior_spread(logvar, *, parallel=None):
     out = np.empty(logvar.shape[0], np.float32)
     _variant(_spread_serial, _spread_parallel, logvar.shape[0], parallel)(logvar, out)
     return out
-
-
-#: The signals ``score`` returns, in column order (see edgeguard.calibration.SIGNALS).
-SCORE_NAMES = ("disagreement", "input_mismatch", "vote_entropy", "recon_mse",
-               "recon_mse_min", "kl", "posterior_spread", "low_confidence")
 
 
 def score(x, logits, recon, mu, logvar, k, *, parallel=None):

@@ -100,6 +100,7 @@ def posterior_spread(logvar: np.ndarray) -> np.ndarray:
     return np.exp(0.5 * logvar.astype(np.float64)).mean(axis=1).astype(np.float32)
 
 
+#: The signals ``score`` returns, in column order (both backends; see edgeguard.calibration.SIGNALS).
 SCORE_NAMES = ("disagreement", "input_mismatch", "vote_entropy", "recon_mse",
                "recon_mse_min", "kl", "posterior_spread", "low_confidence")
 

@@ -76,18 +76,18 @@ def pgd_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float = 0.
     """Untargeted PGD-Linf (torchattacks.PGD, random start)."""
     attack = _torchattacks().PGD(model, eps=eps, alpha=step_size, steps=steps, random_start=True)
     torch.manual_seed(seed)
-    out = []
-    for s in _batches(len(x), batch):
-        out.append(attack(x[s], y[s]).detach())
-        if progress:
-            progress(s.stop - s.start)
-    return torch.cat(out)
+    return _run_batched(attack, x, y, batch, progress)
 
 
 def cw_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, c: float = 1.0, kappa: float = 0.0, steps: int = 100,
           lr: float = 0.01, batch: int = 1000, progress: Progress = None) -> torch.Tensor:
     """Untargeted Carlini-Wagner L2 (torchattacks.CW); failed images come back unchanged."""
     attack = _torchattacks().CW(model, c=c, kappa=kappa, steps=steps, lr=lr)
+    return _run_batched(attack, x, y, batch, progress)
+
+
+def _run_batched(attack, x: torch.Tensor, y: torch.Tensor, batch: int, progress: Progress) -> torch.Tensor:
+    """A torchattacks attack over x in batches, reporting each batch's size to ``progress``."""
     out = []
     for s in _batches(len(x), batch):
         out.append(attack(x[s], y[s]).detach())
