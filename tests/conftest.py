@@ -6,6 +6,21 @@ import numpy as np
 import pytest
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _never_download():
+    """Tests never touch the internet: where MNIST is not on disk (--data-dir, $EDGEGUARD_DATA,
+    ../shared/data/mnist or the cache), code that would download it skips the test instead.
+    The download path itself is tested against a local server (tests/test_data.py)."""
+    from train import data
+
+    def refuse(dest, **kwargs):
+        pytest.skip(f"MNIST not available locally (not downloading into {dest} during tests)")
+
+    with pytest.MonkeyPatch.context() as patch:  # session-wide, so module fixtures see it too
+        patch.setattr(data, "download_mnist", refuse)
+        yield
+
+
 @pytest.fixture(scope="session")
 def mnist():
     from train.data import load_mnist
