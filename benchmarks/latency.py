@@ -1030,21 +1030,6 @@ def lean_signals(guard, images: np.ndarray):
     return signals_from(K, x, mu, logvar, recon, logits, k)
 
 
-def lean_p_values(calibration, signals: dict[str, np.ndarray]):
-    """Calibration.p_values with fewer NumPy calls: one stack, one searchsorted per signal, one vectorised
-    formula (the same float64 arithmetic, so the same p-values)."""
-    names = calibration.signals
-    scores = np.stack([signals[name] for name in names], axis=1).astype(np.float32)
-    sizes = np.array([calibration.scores[name].size for name in names], np.float64)
-    below = np.stack([np.searchsorted(calibration.scores[name], scores[:, j], side="left")
-                      for j, name in enumerate(names)], axis=1)
-    p = (1.0 + (sizes - below)) / (sizes + 1.0)
-    stat = (-2.0 * np.log(p).sum(axis=-1)).astype(np.float32)
-    n = calibration.combined.size
-    combined = (1.0 + (n - np.searchsorted(calibration.combined, stat, side="left"))) / (n + 1.0)
-    return {name: p[:, j] for j, name in enumerate(names)}, combined
-
-
 def lean_screen(guard, whole, images: np.ndarray):
     """Every measured per-call saving together: one onnxruntime call (the split encoder, sampling, decoder and
     classifier in one graph), the seed and noise kernels called directly, lean p-values. Same Verdict objects."""
@@ -1057,7 +1042,7 @@ def lean_screen(guard, whole, images: np.ndarray):
     K._noise_serial(lean_seeds(x, guard.seed), k, eps)
     mu, logvar, recon, logits = whole.run(None, {"image": x.reshape(b, 1, SIDE, SIDE), "eps": eps.reshape(b, k, d)})
     return verdicts_from(guard, *signals_from(K, x, mu, logvar, recon, logits, k),
-                         p_values=lambda signals: lean_p_values(guard.calibration, signals))
+                         p_values=lambda signals: guard.calibration.p_values(signals, K))
 
 
 def lean_variant(guard):

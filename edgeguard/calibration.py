@@ -28,10 +28,12 @@ The verdict rule (the one place that maps signals to verdicts):
 from __future__ import annotations
 
 import base64
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 
+from edgeguard import kernels_numpy
 from edgeguard.errors import BundleError
 
 CONSISTENCY, RECONSTRUCTION, CONFIDENCE = "consistency", "reconstruction", "confidence"
@@ -140,13 +142,20 @@ class Calibration:
         return cls(signals, {s: decode_scores(scores[s]) for s in signals}, decode_scores(entry.get("combined", {})),
                    combination)
 
-    def p_values(self, scores: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """Per-signal p-values and the combined p-value, for a batch of scores."""
-        per_signal = {name: conformal_p(self.scores[name], np.asarray(scores[name], np.float32))
-                      for name in self.signals}
-        stacked = np.stack([per_signal[s] for s in self.signals], axis=1)
-        stat = COMBINATIONS[self.combination](stacked).astype(np.float32)
-        return per_signal, conformal_p(self.combined, stat)
+    @functools.cached_property
+    def table(self) -> np.ndarray:
+        """(S, n) float32: the signals' sorted clean scores in one array, the layout the kernels take."""
+        if len({self.scores[s].size for s in self.signals}) != 1:
+            raise ValueError("every signal needs the same number of calibration scores")
+        return np.stack([self.scores[s] for s in self.signals]).astype(np.float32)
+
+    def p_values(self, scores: dict[str, np.ndarray], kernels=kernels_numpy) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Per-signal p-values and the combined p-value, for a batch of scores (``kernels``: edgeguard.kernels
+        or edgeguard.kernels_numpy; both give the same numbers)."""
+        matrix = np.column_stack([np.asarray(scores[s], np.float32) for s in self.signals])
+        p, combined = kernels.p_values(self.table, matrix, np.ascontiguousarray(self.combined, np.float32),
+                                       self.combination == "min_p")
+        return dict(zip(self.signals, p.T)), combined
 
 
 def decide(p_signals: dict[str, float], p_combined: float, alpha: float) -> tuple[str, tuple[str, ...]]:

@@ -163,7 +163,7 @@ class Guard:
         if self.calibration is None:
             raise BundleError(f"{self.bundle.path}: the bundle is not calibrated; run `python -m export.calibrate`")
         s = self.analyze(images)
-        return make_verdicts(s, *self.calibration.p_values(s.signals), self.alpha, sources)
+        return make_verdicts(s, *self.calibration.p_values(s.signals, self._k), self.alpha, sources)
 
     def screen_file(self, path: str | os.PathLike[str]) -> Verdict:
         """Loads an image file (PNG, JPEG, BMP, PGM, TIFF or .npy), makes it MNIST-style and screens it."""

@@ -58,6 +58,7 @@ __all__ = [
     "input_agreement",
     "kl_divergence",
     "normal_noise",
+    "p_values",
     "posterior_spread",
     "recon_errors",
     "sample_latents",
@@ -109,6 +110,8 @@ _TWO_PI = 2.0 * np.pi
 _f32_2d = nt.float32[:, ::1]
 _f32_3d = nt.float32[:, :, ::1]
 _f32_1d = nt.float32[::1]
+_f64_2d = nt.float64[:, ::1]
+_f64_1d = nt.float64[::1]
 _i64_2d = nt.int64[:, ::1]
 _i64_1d = nt.int64[::1]
 _u64_1d = nt.uint64[::1]
@@ -457,6 +460,23 @@ def _score_parallel(x, logits, recon, mu, logvar, k, label, confidence, labels,
             mu[i], logvar[i], labels[i], p_in, p_rec, out[i])
 
 
+_SIG_P_VALUES = nt.void(_f32_2d, _f32_2d, _f32_1d, nt.boolean, _f64_2d, _f64_1d)
+
+
+@njit(_SIG_P_VALUES, cache=True, nogil=True)  # no fastmath: the same logs and sums as kernels_numpy
+def _p_values_serial(table, scores, combined, min_p, p, p_combined):
+    n, m = table.shape[1], combined.shape[0]
+    for i in range(scores.shape[0]):
+        total, lowest = 0.0, 1.0
+        for j in range(table.shape[0]):
+            pj = (1.0 + (n - np.searchsorted(table[j], scores[i, j]))) / (n + 1.0)
+            p[i, j] = pj
+            total += np.log(pj)
+            lowest = min(lowest, pj)
+        stat = nt.float32(-np.log(lowest) if min_p else -2.0 * total)
+        p_combined[i] = (1.0 + (m - np.searchsorted(combined, stat))) / (m + 1.0)
+
+
 # --------------------------------------------------------------------------
 # validation
 
@@ -689,6 +709,25 @@ def score(x, logits, recon, mu, logvar, k, *, parallel=None):
     return label, confidence, labels, majority, n_distinct, agreement, scores
 
 
+def p_values(table, scores, combined, min_p):
+    """Conformal p-values of S calibrated signals and their combined p-value
+    (see edgeguard.calibration): table (S, n) each signal's sorted clean
+    scores, scores (B, S), combined (m,) the sorted clean combination
+    statistics, all float32; min_p: Tippett's statistic instead of Fisher's.
+    Returns p (B, S) and p_combined (B,), float64.  Serial: a few
+    microseconds per image, never worth threads."""
+    _check_array("table", table, np.float32, 2)
+    _check_array("scores", scores, np.float32, 2)
+    _check_array("combined", combined, np.float32, 1)
+    if table.shape[0] < 1 or table.shape[1] < 1 or combined.shape[0] < 1:
+        raise ValueError(f"table (S, n) and combined (m,) must be non-empty, got {table.shape} and {combined.shape}")
+    _check_shape("scores", scores, (scores.shape[0], table.shape[0]), "(B, S)")
+    p = np.empty(scores.shape, np.float64)
+    p_combined = np.empty(scores.shape[0], np.float64)
+    _p_values_serial(table, scores, combined, bool(min_p), p, p_combined)
+    return p, p_combined
+
+
 def warmup():
     """Run every kernel (both variants) once on tiny inputs; return seconds taken."""
     t0 = time.perf_counter()
@@ -706,4 +745,5 @@ def warmup():
         posterior_spread(mu, parallel=par)
         score(x, np.zeros((6, 10), np.float32), np.zeros((4, N_PIXELS), np.float32),
               mu, mu, 2, parallel=par)
+    p_values(mu, np.zeros((2, 2), np.float32), x[0, :3], False)
     return time.perf_counter() - t0

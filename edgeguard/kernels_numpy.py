@@ -117,6 +117,21 @@ def score(x: np.ndarray, logits: np.ndarray, recon: np.ndarray, mu: np.ndarray, 
     return label.astype(np.int64), confidence, labels, majority, n_distinct, agreement, scores
 
 
+def p_values(table: np.ndarray, scores: np.ndarray, combined: np.ndarray, min_p: bool):
+    """Conformal p-values of S calibrated signals and their combined p-value (see edgeguard.calibration).
+
+    table (S, n): each signal's sorted clean scores; scores (B, S); combined (m,): the sorted clean
+    combination statistics; min_p: Tippett's statistic instead of Fisher's. All float32.
+    Returns p (B, S) and p_combined (B,), float64.
+    """
+    n, m = table.shape[1], combined.shape[0]
+    at_least = np.stack([n - np.searchsorted(table[j], scores[:, j], side="left") for j in range(table.shape[0])],
+                        axis=1).reshape(scores.shape)
+    p = (1.0 + at_least) / (n + 1.0)
+    stat = (-np.log(p.min(axis=1)) if min_p else -2.0 * np.log(p).sum(axis=1)).astype(np.float32)
+    return p, (1.0 + (m - np.searchsorted(combined, stat, side="left"))) / (m + 1.0)
+
+
 def warmup() -> float:
     """Nothing to compile; here so that both backends answer the same calls."""
     t0 = time.perf_counter()

@@ -117,3 +117,32 @@ def test_fused_score_checks_its_inputs():
         K.score(x, np.zeros((5, 10), np.float32), images(4), mu, mu, 2)
     with pytest.raises(TypeError, match="float32"):
         K.score(x, np.zeros((6, 10)), images(4), mu, mu, 2)
+
+
+@pytest.mark.parametrize("combination", ["fisher", "min_p"])
+@pytest.mark.parametrize("b,s", [(9, 4), (1, 1), (0, 3), (5, 5)])
+def test_p_values_match_the_conformal_formula(combination, b, s):
+    from edgeguard.calibration import COMBINATIONS, conformal_p
+
+    rng = np.random.default_rng(b * 10 + s)
+    table = np.sort(rng.gamma(2.0, size=(s, 300)).astype(np.float32), axis=1)
+    combined = np.sort(rng.gamma(3.0, size=250).astype(np.float32))
+    scores = rng.gamma(2.0, size=(b, s)).astype(np.float32)
+    scores[:, 0] = table[0, rng.integers(0, 300, b)]  # ties with calibration scores count as ">="
+    want = np.stack([conformal_p(table[j], scores[:, j]) for j in range(s)], axis=1).reshape(b, s)
+    want_combined = conformal_p(combined, COMBINATIONS[combination](want).astype(np.float32))
+    for backend in (N, K):
+        p, p_combined = backend.p_values(table, scores, combined, combination == "min_p")
+        assert p.dtype == p_combined.dtype == np.float64
+        np.testing.assert_array_equal(p, want)
+        np.testing.assert_array_equal(p_combined, want_combined)
+
+
+def test_p_values_kernel_rejects_bad_shapes():
+    table, combined = np.zeros((3, 5), np.float32), np.zeros(4, np.float32)
+    with pytest.raises(ValueError, match="scores"):
+        K.p_values(table, np.zeros((2, 4), np.float32), combined, False)
+    with pytest.raises(TypeError, match="float32"):
+        K.p_values(table, np.zeros((2, 3)), combined, False)
+    with pytest.raises(ValueError, match="non-empty"):
+        K.p_values(table, np.zeros((2, 3), np.float32), combined[:0], False)

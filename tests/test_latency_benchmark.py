@@ -448,12 +448,6 @@ def test_lean_pieces_compute_what_the_runtime_computes():
 
     guard = Guard.load(None, providers="cpu", k=10)
     images = L.synthetic_digits(16, seed=2)
-    signals = guard.analyze(images).signals
-    want_p, want_combined = guard.calibration.p_values(signals)
-    got_p, got_combined = L.lean_p_values(guard.calibration, signals)
-    np.testing.assert_array_equal(got_combined, want_combined)
-    for name in want_p:
-        np.testing.assert_array_equal(got_p[name], want_p[name])
     d = guard.bundle.latent_dim
     split = ort.InferenceSession(L.build_split_encoder(guard.bundle.models["encoder"], d),
                                  providers=["CPUExecutionProvider"])
