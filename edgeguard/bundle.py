@@ -7,13 +7,13 @@ the manifest is JSON and the models are ONNX graphs.
 What the sha256 entries cannot protect is the manifest itself: whoever can edit it can also recompute any
 digest or signature stored inside the bundle. So the manifest is checked for internal consistency instead,
 before onnxruntime sees anything: a strict type check of every field the runtime uses (``format_version``,
-``models``, ``latent_dim``, ``n_classes``, ``default_k``, ``calibration``; unknown extra fields are allowed),
-the calibration block decoded and cross-checked (known signals, finite sorted scores, one ``n``, computed
-with ``k == default_k``), and each ONNX graph's declared inputs and outputs (read from the protobuf by
-hand, without onnxruntime) compared with the names the runtime feeds and with ``latent_dim`` and
-``n_classes``. An edit that stays consistent (say, a better ``metrics.clean_accuracy``) can only be caught
-against a digest kept outside the bundle: ``load_bundle(path, manifest_sha256=...)``, with the digest that
-``edgeguard info`` shows for the bundle you trust.
+``models``, ``latent_dim``, ``n_classes``, ``default_k``, ``calibration`` and the optional
+``camera_calibration``; unknown extra fields are allowed), each calibration block decoded and cross-checked
+(known signals, finite sorted scores, one ``n``, computed with ``k == default_k``), and each ONNX graph's
+declared inputs and outputs (read from the protobuf by hand, without onnxruntime) compared with the names
+the runtime feeds and with ``latent_dim`` and ``n_classes``. An edit that stays consistent (say, a better
+``metrics.clean_accuracy``) can only be caught against a digest kept outside the bundle:
+``load_bundle(path, manifest_sha256=...)``, with the digest that ``edgeguard info`` shows for the bundle you trust.
 """
 
 from __future__ import annotations
@@ -42,6 +42,9 @@ SIDE = 28
 SIGNATURES = {"encoder": ("image", ("mu", "logvar")), "decoder": ("z", ("recon",)),
               "classifier": ("image", ("logits",))}
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+#: Guard.load's ``calibration`` choice -> the manifest entry that holds it: "digits" were calibrated as
+#: 28x28 images (the held-out split), "camera" on the same digits filmed and found in frames (export/camera.py).
+CALIBRATIONS = {"digits": "calibration", "camera": "camera_calibration"}
 
 
 def shipped_bundle_path() -> Path:
@@ -71,6 +74,11 @@ class Bundle:
     @property
     def calibration(self) -> dict | None:
         return self.manifest.get("calibration")
+
+    @property
+    def camera_calibration(self) -> dict | None:
+        """The calibration on filmed digits that ``edgeguard webcam`` uses, when the bundle has one."""
+        return self.manifest.get("camera_calibration")
 
 
 def read_manifest(path: Path) -> dict:
@@ -150,48 +158,49 @@ def check_manifest(manifest, file: Path) -> None:
     for key in ("metrics", "provenance", "input"):
         if key in manifest and not isinstance(manifest[key], dict):
             raise bad(f"{key!r} must be a JSON object")
-    calibration = manifest.get("calibration")
-    if calibration is not None:
-        _check_calibration(calibration, manifest["default_k"], bad)
+    for key in CALIBRATIONS.values():
+        if manifest.get(key) is not None:
+            _check_calibration(manifest[key], manifest["default_k"], bad, key)
 
 
-def _check_calibration(entry, default_k: int, bad) -> None:
+def _check_calibration(entry, default_k: int, bad, key: str = "calibration") -> None:
+    """Checks one calibration entry (``key``: its name in the manifest, which the messages start with)."""
     if not isinstance(entry, dict):
-        raise bad("'calibration' must be a JSON object (or null for an uncalibrated bundle)")
+        raise bad(f"{key!r} must be a JSON object (or null for an uncalibrated bundle)")
     signals = entry.get("signals")
     if not (isinstance(signals, list) and signals and all(isinstance(s, str) for s in signals)):
-        raise bad("calibration: 'signals' must be a non-empty list of signal names")
+        raise bad(f"{key}: 'signals' must be a non-empty list of signal names")
     unknown = [s for s in signals if s not in SIGNALS]
     if unknown or len(set(signals)) != len(signals):
-        raise bad(f"calibration: 'signals' must name distinct known signals ({', '.join(SIGNALS)}); got {signals}")
+        raise bad(f"{key}: 'signals' must name distinct known signals ({', '.join(SIGNALS)}); got {signals}")
     scores = entry.get("scores")
     if not isinstance(scores, dict) or set(scores) != set(signals):
-        raise bad("calibration: 'scores' must hold exactly one entry per listed signal")
+        raise bad(f"{key}: 'scores' must hold exactly one entry per listed signal")
     combinations = getattr(_calibration, "COMBINATIONS", {"fisher": None})
     if entry.get("combination", "fisher") not in combinations:
-        raise bad(f"calibration: unknown combination {entry.get('combination')!r}; "
+        raise bad(f"{key}: unknown combination {entry.get('combination')!r}; "
                   f"expected one of {', '.join(combinations)}")
     n = entry.get("n")
     if type(n) is not int or n < 1:
-        raise bad(f"calibration: 'n' must be a positive integer, got {n!r}")
+        raise bad(f"{key}: 'n' must be a positive integer, got {n!r}")
     for name, block in [*scores.items(), ("combined", entry.get("combined"))]:
         if not (isinstance(block, dict) and block.get("dtype") == "float32" and type(block.get("n")) is int):
-            raise bad(f"calibration: {name!r} must be an object with 'n', 'dtype': 'float32' and 'base64'")
+            raise bad(f"{key}: {name!r} must be an object with 'n', 'dtype': 'float32' and 'base64'")
         try:
             values = decode_scores(block)
         except BundleError as e:
-            raise bad(f"calibration: {name!r}: {e}") from None
+            raise bad(f"{key}: {name!r}: {e}") from None
         if values.size != n:
-            raise bad(f"calibration: {name!r} holds {values.size} scores but 'n' is {n}")
+            raise bad(f"{key}: {name!r} holds {values.size} scores but 'n' is {n}")
     k = entry.get("k")
     if type(k) is not int or k != default_k:
-        raise bad(f"calibration: computed with k={k!r} but 'default_k' is {default_k}; "
+        raise bad(f"{key}: computed with k={k!r} but 'default_k' is {default_k}; "
                   "the p-values are only valid for the k they were calibrated with (recalibrate)")
     if type(entry.get("seed")) is not int or entry["seed"] < 0:
-        raise bad(f"calibration: 'seed' must be a non-negative integer, got {entry.get('seed')!r}")
+        raise bad(f"{key}: 'seed' must be a non-negative integer, got {entry.get('seed')!r}")
     rates = entry.get("test_false_alarm_rate", {})
     if not (isinstance(rates, dict) and all(isinstance(v, (int, float)) and math.isfinite(v) for v in rates.values())):
-        raise bad("calibration: 'test_false_alarm_rate' must map alphas to numbers")
+        raise bad(f"{key}: 'test_false_alarm_rate' must map alphas to numbers")
 
 
 def _model_file(root: Path, name: str, relative: str) -> Path:

@@ -47,6 +47,11 @@ class FailOn(str, Enum):
     flagged = "flagged"
 
 
+class CalibrationChoice(str, Enum):
+    camera = "camera"
+    digits = "digits"
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"edgeguard {__version__}")
@@ -68,13 +73,14 @@ def fail(message: str, code: int) -> typer.Exit:
 
 
 def load_guard(bundle: Optional[Path], providers: str, k: Optional[int] = None, seed: int = 0,
-               alpha: float = 0.01, threads: int = 1, kernels: str = "numba"):
+               alpha: float = 0.01, threads: int = 1, kernels: str = "numba", calibration: str = "digits"):
     from edgeguard.errors import EdgeGuardError
     from edgeguard.guard import Guard
 
     choice: str | list[str] = providers if "," not in providers else [p.strip() for p in providers.split(",")]
     try:
-        return Guard.load(bundle, providers=choice, k=k, seed=seed, alpha=alpha, threads=threads, kernels=kernels)
+        return Guard.load(bundle, providers=choice, k=k, seed=seed, alpha=alpha, threads=threads, kernels=kernels,
+                          calibration=calibration)
     except (TypeError, ValueError) as e:
         raise fail(str(e), EXIT_INPUT) from None
     except EdgeGuardError as e:
@@ -219,6 +225,7 @@ def info(
     guard = load_guard(bundle, providers)
     m = guard.manifest
     calibration = m.get("calibration") or {}
+    camera = m.get("camera_calibration")
     summary = {
         "edgeguard": __version__,
         "bundle": str(guard.bundle.path),
@@ -228,6 +235,7 @@ def info(
         "default_k": m["default_k"],
         "metrics": m.get("metrics", {}),
         "calibration": {key: calibration.get(key) for key in ("signals", "n", "test_false_alarm_rate")},
+        "camera_calibration": camera and {key: camera.get(key) for key in ("signals", "n", "test_false_alarm_rate")},
         "providers_available": available_providers(),
         "providers_in_use": guard.providers,
         "versions": {"onnxruntime": onnxruntime.__version__, "numba": numba.__version__, "numpy": numpy.__version__,
@@ -250,6 +258,9 @@ def webcam(
     max_digits: int = typer.Option(8, "--max-digits", min=1, max=64, help="Most digits screened per frame."),
     every: int = typer.Option(1, "--every", min=1, help="Screen every Nth frame (reuse the results in between)."),
     alpha: float = typer.Option(0.01, "--alpha", min=1e-6, max=0.5, help="False-alarm rate on clean digits."),
+    calibration: Optional[CalibrationChoice] = typer.Option(
+        None, "--calibration", help="p-values calibrated on filmed digits (camera) or on 28x28 images (digits); "
+                                    "default: camera when the bundle has that calibration, else digits."),
     k: Optional[int] = typer.Option(None, "--k", min=1, max=1024, help="Samples per digit (default: the bundle's)."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the latent sampling."),
     providers: str = typer.Option("auto", "--providers", help="auto, cpu, cuda, or a comma-separated list."),
@@ -268,7 +279,8 @@ def webcam(
         display, why = cam.display_available()
         if not display:
             err.print(f"note: {why}; running without a window", markup=False)
-    guard = load_guard(bundle, providers, k, seed, alpha)
+    guard = load_guard(bundle, providers, k, seed, alpha,
+                       calibration=calibration.value if calibration else cam.default_calibration(bundle))
     if guard.calibration is None:
         raise fail(f"{guard.bundle.path}: the bundle is not calibrated; run `python -m export.calibrate`",
                    EXIT_BUNDLE)

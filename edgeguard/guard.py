@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from edgeguard.bundle import Bundle, load_bundle
+from edgeguard.bundle import CALIBRATIONS, Bundle, load_bundle
 from edgeguard.calibration import SIGNALS, Calibration, decide
 from edgeguard.errors import BundleError, InputError
 from edgeguard.sessions import create_session, providers_from_choice
@@ -102,40 +102,49 @@ class Guard:
     """Screens digit images with a VAE and a classifier. Create with ``Guard.load``; thread-safe."""
 
     def __init__(self, bundle: Bundle, sessions: dict, *, k: int, seed: int, alpha: float,
-                 calibration: Calibration | None, kernels: str = "numba"):
+                 calibration: Calibration | None, kernels: str = "numba", calibration_name: str = "digits"):
         self.bundle = bundle
         self.kernels = kernels
         self._k = kernel_backend(kernels)
         self._sessions = sessions
         self.k, self.seed, self.alpha = k, seed, alpha
         self.calibration = calibration
+        self.calibration_name = calibration_name  # which of the bundle's calibrations: a key of CALIBRATIONS
         self.providers = list(sessions["classifier"].get_providers())
         self._warm = threading.Lock()
 
     @classmethod
     def load(cls, bundle: str | os.PathLike[str] | None = None, providers: str | Sequence[str] = "auto",
              k: int | None = None, seed: int = 0, alpha: float = 0.01, threads: int = 1,
-             kernels: str = "numba") -> "Guard":
+             kernels: str = "numba", calibration: str = "digits") -> "Guard":
         """Loads and verifies a bundle (None: the shipped one) and creates its onnxruntime sessions.
 
         ``kernels``: "numba" (compiled kernels; fastest per call, about a second to import) or "numpy"
-        (the NumPy twins; same results, for one-shot processes such as ``edgeguard detect``)."""
+        (the NumPy twins; same results, for one-shot processes such as ``edgeguard detect``).
+        ``calibration``: which clean scores the p-values are calibrated on: "digits" (the held-out
+        digits as 28x28 images, for image files) or "camera" (the same digits filmed on paper and found in
+        the frames, for ``edgeguard.webcam``; a BundleError when the bundle has no camera calibration)."""
         if kernels not in KERNELS:
             raise ValueError(f"kernels must be one of {', '.join(KERNELS)}, got {kernels!r}")
+        if not isinstance(calibration, str) or calibration not in CALIBRATIONS:
+            raise ValueError(f"calibration must be one of {', '.join(CALIBRATIONS)}, got {calibration!r}")
         k = _check_int("k", k, minimum=1) if k is not None else None
         seed = _check_int("seed", seed, minimum=0)
         threads = _check_int("threads", threads, minimum=0)
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 < alpha < 1.0:
             raise ValueError(f"alpha must be a number strictly between 0 and 1, got {alpha!r}")
         loaded = load_bundle(bundle)
+        entry = loaded.manifest.get(CALIBRATIONS[calibration])
+        if entry is None and calibration == "camera":
+            raise BundleError(f"{loaded.path}: the bundle has no camera calibration; "
+                              "run `python -m export.calibrate --only camera` or use the digit calibration")
         chosen = providers_from_choice(providers)
         strict = isinstance(providers, str) and providers.lower() == "cuda"
         sessions = {name: create_session(name, data, chosen, threads=threads, strict=strict)
                     for name, data in loaded.models.items()}
-        entry = loaded.calibration
-        calibration = Calibration.from_manifest(entry) if entry else None
-        return cls(loaded, sessions, k=k or loaded.default_k, seed=seed, alpha=float(alpha), calibration=calibration,
-                   kernels=kernels)
+        return cls(loaded, sessions, k=k or loaded.default_k, seed=seed, alpha=float(alpha),
+                   calibration=Calibration.from_manifest(entry) if entry else None, kernels=kernels,
+                   calibration_name=calibration)
 
     @property
     def manifest(self) -> dict:

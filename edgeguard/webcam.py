@@ -29,14 +29,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edgeguard.errors import InputError
+from edgeguard.bundle import read_manifest, shipped_bundle_path
+from edgeguard.errors import EdgeGuardError, InputError
 from edgeguard.guard import Verdict
 from edgeguard.preprocess import preprocess
 
 __all__ = [
     "Box", "DigitResult", "FrameResult", "RunSummary", "SourceError", "RecordError", "Tracker",
     "find_digit_regions", "process_frame", "annotate", "describe", "iou", "open_source", "read_frames",
-    "display_available", "run",
+    "display_available", "run", "default_calibration",
 ]
 
 Box = tuple[int, int, int, int]  # x, y, width, height in frame pixels
@@ -510,6 +511,16 @@ def display_available() -> tuple[bool, str]:
 
 
 # --------------------------------------------------------------------------- the loop
+
+
+def default_calibration(bundle: str | os.PathLike | None = None) -> str:
+    """The calibration to screen camera frames with (``Guard.load(calibration=...)``): "camera" (calibrated
+    on filmed digits) when the bundle (None: the shipped one) has one, else "digits"."""
+    try:
+        manifest = read_manifest(shipped_bundle_path() if bundle is None else Path(bundle))
+    except EdgeGuardError:
+        return "digits"  # loading the bundle will report the problem
+    return "camera" if manifest.get("camera_calibration") is not None else "digits"
 
 
 @dataclass(frozen=True)

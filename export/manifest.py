@@ -54,6 +54,7 @@ def build_manifest(bundle_dir: Path, meta: dict, *, default_k: int = 10) -> dict
         },
         "metrics": {},
         "calibration": None,
+        "camera_calibration": None,  # export/camera.py, after the digit calibration
     }
 
 

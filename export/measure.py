@@ -7,6 +7,7 @@ import numpy as np
 from edgeguard.guard import Guard, Screening
 
 BATCH = 500
+ALPHAS = (0.001, 0.01, 0.05, 0.1)  # where the manifest reports clean false-alarm rates
 
 
 def analyze_all(guard: Guard, images: np.ndarray) -> Screening:
@@ -31,3 +32,8 @@ def accuracy_metrics(screening: Screening, labels: np.ndarray) -> dict:
         "unanimous_share": round(float(np.mean(screening.n_distinct == 1)), 6),
         "mean_distinct_labels": round(float(np.mean(screening.n_distinct)), 6),
     }
+
+
+def false_alarm_rates(p_values: np.ndarray) -> dict[str, float]:
+    """Share of clean images flagged (p < alpha) at each of ALPHAS, keyed by the alpha as text."""
+    return {str(a): round(float(np.mean(p_values < a)), 6) for a in ALPHAS}

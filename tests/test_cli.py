@@ -154,6 +154,9 @@ def test_info(tmp_path):
     summary = json.loads(result.stdout)
     assert summary["providers_in_use"] and "CPUExecutionProvider" in summary["providers_available"]
     assert summary["metrics"]["clean_accuracy"] > 0
+    camera = summary["camera_calibration"]  # what `edgeguard webcam` screens with
+    assert camera["n"] > 4900 and camera["signals"] == summary["calibration"]["signals"]
+    assert set(camera["test_false_alarm_rate"]) == {"0.001", "0.01", "0.05", "0.1"}
     assert "bundle" in run("info").stdout
 
 

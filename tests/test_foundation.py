@@ -67,6 +67,9 @@ def test_quick_round_trip_writes_a_complete_manifest(quick_bundle):
         assert 0.0 <= metrics[key] <= 1.0
     assert metrics["test_images"] == 300
     assert set(manifest["calibration"]["signals"]) and manifest["calibration"]["n"] == 300
+    camera = manifest["camera_calibration"]  # the same held-out digits, filmed (export/camera.py)
+    assert camera["signals"] == manifest["calibration"]["signals"] and camera["found"]["digits"] == 300
+    assert 0 < camera["n"] <= 300 and set(camera["test_false_alarm_rate"]) == {"0.001", "0.01", "0.05", "0.1"}
     load_bundle(root / "bundle")  # verifies every sha256
 
 

@@ -245,3 +245,56 @@ def test_runtime_never_imports_torch(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+# -- the camera calibration -------------------------------------------------------------------------
+
+def test_camera_calibration_is_chosen_at_load(guard, digits):
+    camera = Guard.load(providers="cpu", calibration="camera")
+    assert (guard.calibration_name, camera.calibration_name) == ("digits", "camera")
+    assert camera.calibration.signals == guard.calibration.signals  # same signals, other clean scores
+    assert camera.calibration.combination == guard.calibration.combination
+    assert camera.bundle.camera_calibration["n"] == camera.calibration.combined.size
+    ours, theirs = camera.screen(digits), guard.screen(digits)
+    assert [(v.label, v.scores) for v in ours] == [(v.label, v.scores) for v in theirs]
+    assert [v.p_value for v in ours] != [v.p_value for v in theirs]
+
+
+def test_camera_calibration_missing_is_a_clear_error(bundle_copy):
+    manifest = json.loads((bundle_copy / "manifest.json").read_text())
+    del manifest["camera_calibration"]
+    (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+    assert Guard.load(bundle_copy, providers="cpu").calibration is not None  # digits: unaffected
+    with pytest.raises(BundleError, match="no camera calibration.*export.calibrate --only camera"):
+        Guard.load(bundle_copy, providers="cpu", calibration="camera")
+    with pytest.raises(ValueError, match="calibration must be one of digits, camera"):
+        Guard.load(bundle_copy, providers="cpu", calibration="webcam")
+
+
+def _first_scores(entry: dict) -> dict:
+    return entry["scores"][entry["signals"][0]]
+
+
+@pytest.mark.parametrize("edit, fragment", [
+    (lambda c: "yes", "'camera_calibration' must be a JSON object"),
+    (lambda c: {**c, "n": 5}, "but 'n' is 5"),
+    (lambda c: {**c, "k": 3}, "computed with k=3"),
+    (lambda c: {**c, "signals": c["signals"] + ["magic"]}, "known signals"),
+    (lambda c: {**c, "combination": "magic"}, "unknown combination"),
+    (lambda c: {k: v for k, v in c.items() if k != "combined"}, "'combined'"),
+    (lambda c: _first_scores(c).update(base64="@@@") or c, "malformed"),
+    (lambda c: {**c, "test_false_alarm_rate": {"0.01": "low"}}, "test_false_alarm_rate"),
+], ids=["type", "n", "k", "signal", "combination", "combined", "base64", "rates"])
+def test_malformed_camera_calibration_is_refused(bundle_copy, edit, fragment):
+    """Checked like the digit calibration, whichever calibration is asked for, before onnxruntime runs."""
+    from edgeguard.bundle import load_bundle
+
+    manifest = json.loads((bundle_copy / "manifest.json").read_text())
+    manifest["camera_calibration"] = edit(manifest["camera_calibration"])
+    (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError) as caught:
+        load_bundle(bundle_copy)
+    message = str(caught.value)
+    assert "camera_calibration" in message and fragment in message and "\n" not in message
+    with pytest.raises(BundleError):
+        Guard.load(bundle_copy, providers="cpu")  # the digit calibration does not make it loadable
