@@ -1,7 +1,6 @@
 """train.from_onnx (torch copies of the shipped ONNX models) and train.attacks, on the shipped bundle."""
 
 import numpy as np
-import onnx
 import pytest
 import torch
 from onnx import TensorProto, helper

@@ -53,6 +53,7 @@ def quick_bundle(tmp_path_factory, mnist):
 def test_quick_round_trip_writes_a_complete_manifest(quick_bundle):
     root, meta, manifest = quick_bundle
     assert meta["train_images"] == 1024
+    assert set(meta["distillation_validation_metrics"]) == {"before_distillation", "teacher", "judge"}
     assert manifest["format_version"] == 1
     assert manifest["latent_dim"] == LATENT_DIM and manifest["default_k"] == 10
     assert manifest["input"]["shape"] == [28, 28] and manifest["input"]["range"] == [0.0, 1.0]
@@ -97,6 +98,23 @@ def test_checkpoints_are_plain_state_dicts(quick_bundle):
     root, _, _ = quick_bundle
     state = torch.load(root / "run" / "vae.pt", weights_only=True)
     assert all(isinstance(v, torch.Tensor) for v in state.values())
+
+
+def test_distillation_pulls_the_classifier_toward_its_teacher(tmp_path):
+    """Stage 6 with the whole loss on the teacher: a teacher that always says 3 outweighs random labels."""
+    from train.trainer import TrainConfig, train_classifier
+
+    class AlwaysThree(torch.nn.Module):
+        def forward(self, x):
+            return torch.nn.functional.one_hot(torch.full((len(x),), 3), 10).float() * 10.0
+
+    torch.manual_seed(0)
+    x, y = torch.rand(256, 1, 28, 28), torch.randint(0, 10, (256,))
+    cfg = TrainConfig(out=tmp_path, progress=False, batch_size=64, distill_weight=1.0)
+    clf = train_classifier(cfg, VAE().eval(), x, y, torch.Generator().manual_seed(0), epochs=3, lr=3e-3,
+                           teacher=AlwaysThree())
+    with torch.no_grad():
+        assert (clf(x).argmax(1) == 3).float().mean() > 0.9
 
 
 def test_training_is_deterministic(tmp_path):

@@ -86,6 +86,17 @@ class Classifier(nn.Module):
         return self.net(x)
 
 
+class LogitMean(nn.Module):
+    """The mean logits of several classifiers: the distillation stage's judge (training only)."""
+
+    def __init__(self, *models: nn.Module):
+        super().__init__()
+        self.models = nn.ModuleList(models)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x) for m in self.models]).mean(0)
+
+
 def vae_loss(recon: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, beta: float = 1.0):
     """Negative ELBO per image (Bernoulli likelihood), with the KL term weighted by beta."""
     bce = nn.functional.binary_cross_entropy(recon, x, reduction="sum") / x.shape[0]
