@@ -299,7 +299,8 @@ _HEADER_READERS = {
 # runs ast.literal_eval on it, which can raise tokenize errors and print SyntaxWarnings for crafted files.
 _NPY_HEADER = re.compile(
     r"\{\s*'descr'\s*:\s*'([^'\\]{1,32})'\s*,\s*'fortran_order'\s*:\s*(True|False)\s*,"
-    r"\s*'shape'\s*:\s*\(\s*((?:\d{1,12}\s*,\s*)*\d{0,12})\s*\)\s*,?\s*\}\s*")
+    r"\s*'shape'\s*:\s*\(\s*((?:\d{1,12}\s*,\s*)*\d{0,12})\s*\)\s*,?\s*\}\s*",
+    re.ASCII)  # ASCII digits and spaces only: int() refuses some of what Unicode calls a space (say "\x1d28")
 
 
 def _npy_header(data: bytes) -> tuple[tuple[int, ...], bool, np.dtype, int]:
@@ -325,7 +326,7 @@ def _npy_header(data: bytes) -> tuple[tuple[int, ...], bool, np.dtype, int]:
         dtype = np.dtype(match[1])
     except (TypeError, ValueError):
         raise InputError(f"unsupported array dtype {match[1]!r}; expected integers or floats") from None
-    shape = tuple(int(v) for v in match[3].split(",") if v.strip())
+    shape = tuple(int(v.strip()) for v in match[3].split(",") if v.strip())
     return shape, match[2] == "True", dtype, start + length
 
 

@@ -178,6 +178,17 @@ def test_npy_uint8_and_float(tmp_path):
     np.testing.assert_array_equal(load_image(tmp_path / "hw1.npy"), image)
 
 
+@pytest.mark.parametrize("space", ["\x1d", "\x85"])
+def test_npy_header_with_a_unicode_space_is_refused(tmp_path, space):
+    """Found by the atheris fuzzer: Python's regex calls these spaces, int() does not."""
+    header = f"{{'descr': '|u1', 'fortran_order': False, 'shape': ({space}28, 28), }}".encode("latin1")
+    header += b" " * (63 - len(header) % 64) + b"\n"
+    path = tmp_path / "odd.npy"
+    path.write_bytes(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + bytes(784))
+    with pytest.raises(InputError, match="npy"):
+        load_image(path)
+
+
 def test_npy_large_gray_image(tmp_path):
     np.save(tmp_path / "photo.npy", photo_of(seven_mask()))
     assert_mnist_shaped(load_and_preprocess(tmp_path / "photo.npy"))
