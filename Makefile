@@ -37,8 +37,8 @@ demo: install
 test: install-dev fashion-mnist
 	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
 
-# Retrain and re-export the shipped bundle from scratch (about 20 minutes on 2 CPU cores: 13 to train, 7 to export,
-# 4 of them filming digits for the camera calibration).
+# Retrain and re-export the shipped bundle from scratch (about 29 minutes on 2 CPU cores: 25 to train, 4 to export,
+# most of them filming digits for the camera calibration).
 bundle: install-dev
 	$(PY) -m train --out runs/bundle
 	$(PY) -m export --run runs/bundle --out edgeguard/models
