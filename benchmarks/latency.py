@@ -249,7 +249,8 @@ def verdicts_from(guard, label, confidence, labels, majority, n_distinct, agreem
 
     s = Screening(label=label, confidence=confidence, labels=labels, purified_label=majority,
                   n_distinct=n_distinct, agreement=agreement, signals=signals)
-    return make_verdicts(s, *(p_values or guard.calibration.p_values)(signals), guard.alpha)
+    p_values = p_values or (lambda sig: guard.calibration.p_values(sig, guard._k))  # as Guard.screen does
+    return make_verdicts(s, *p_values(signals), guard.alpha)
 
 
 # ------------------------------------------------------------------------------------------------ single
