@@ -301,6 +301,7 @@ _NPY_HEADER = re.compile(
     r"\{\s*'descr'\s*:\s*'([^'\\]{1,32})'\s*,\s*'fortran_order'\s*:\s*(True|False)\s*,"
     r"\s*'shape'\s*:\s*\(\s*((?:\d{1,12}\s*,\s*)*\d{0,12})\s*\)\s*,?\s*\}\s*",
     re.ASCII)  # ASCII digits and spaces only: int() refuses some of what Unicode calls a space (say "\x1d28")
+_NPY_NUMERIC = re.compile(r"[<>|=]?(?:[ui][1248]|f[248])", re.ASCII)
 
 
 def _npy_header(data: bytes) -> tuple[tuple[int, ...], bool, np.dtype, int]:
@@ -322,21 +323,19 @@ def _npy_header(data: bytes) -> tuple[tuple[int, ...], bool, np.dtype, int]:
     match = _NPY_HEADER.fullmatch(text)
     if match is None:
         raise bad
-    try:
-        dtype = np.dtype(match[1])
-    except (TypeError, ValueError):
-        raise InputError(f"unsupported array dtype {match[1]!r}; expected integers or floats") from None
+    # Only the plain integer and float codes numpy writes ('<f4', '|u1', ...) reach np.dtype, which would
+    # parse anything else ("i4,f8"), raise SyntaxError on junk and warn about deprecated aliases.
+    if match[1].lstrip("<>|=").startswith("O"):  # decided on the header alone: loading would unpickle
+        raise InputError("object arrays are not accepted (they would need unpickling); save a numeric array")
+    if not _NPY_NUMERIC.fullmatch(match[1]):
+        raise InputError(f"unsupported array dtype {match[1]!r}; expected integers or floats")
+    dtype = np.dtype(match[1])
     shape = tuple(int(v.strip()) for v in match[3].split(",") if v.strip())
     return shape, match[2] == "True", dtype, start + length
 
 
 def _load_npy(data: bytes) -> np.ndarray:
-    shape, fortran, dtype, offset = _npy_header(data)
-    # Decide on the header alone: an object array is never loaded (loading would unpickle it).
-    if dtype.hasobject:
-        raise InputError("object arrays are not accepted (they would need unpickling); save a numeric array")
-    if dtype.kind not in "uif":
-        raise InputError(f"unsupported array dtype {dtype}; expected integers or floats")
+    shape, fortran, dtype, offset = _npy_header(data)  # only integer and float dtypes get through
     if len(shape) == 3 and shape[0] == 1:
         height, width = shape[1:]
     elif len(shape) == 3 and shape[2] == 1:

@@ -189,6 +189,18 @@ def test_npy_header_with_a_unicode_space_is_refused(tmp_path, space):
         load_image(path)
 
 
+@pytest.mark.parametrize("descr", [" Q7,9", "a"])
+def test_npy_header_with_an_odd_dtype_is_refused_quietly(tmp_path, recwarn, descr):
+    """Found by the atheris fuzzer: np.dtype raises SyntaxError on some strings and warns on deprecated ones."""
+    header = f"{{'descr': '{descr}', 'fortran_order': False, 'shape': (28, 28), }}".encode("latin1")
+    header += b" " * (63 - len(header) % 64) + b"\n"
+    path = tmp_path / "odd.npy"
+    path.write_bytes(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + bytes(784))
+    with pytest.raises(InputError, match="dtype"):
+        load_image(path)
+    assert not recwarn.list
+
+
 def test_npy_large_gray_image(tmp_path):
     np.save(tmp_path / "photo.npy", photo_of(seven_mask()))
     assert_mnist_shaped(load_and_preprocess(tmp_path / "photo.npy"))
