@@ -178,26 +178,26 @@ def test_npy_uint8_and_float(tmp_path):
     np.testing.assert_array_equal(load_image(tmp_path / "hw1.npy"), image)
 
 
+def crafted_npy(path: pathlib.Path, descr: str, shape: str) -> pathlib.Path:
+    """A version 1.0 .npy file with the given header fields and 784 zero bytes of data."""
+    header = f"{{'descr': '{descr}', 'fortran_order': False, 'shape': ({shape}), }}".encode("latin1")
+    header += b" " * (63 - len(header) % 64) + b"\n"
+    path.write_bytes(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + bytes(784))
+    return path
+
+
 @pytest.mark.parametrize("space", ["\x1d", "\x85"])
 def test_npy_header_with_a_unicode_space_is_refused(tmp_path, space):
     """Found by the atheris fuzzer: Python's regex calls these spaces, int() does not."""
-    header = f"{{'descr': '|u1', 'fortran_order': False, 'shape': ({space}28, 28), }}".encode("latin1")
-    header += b" " * (63 - len(header) % 64) + b"\n"
-    path = tmp_path / "odd.npy"
-    path.write_bytes(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + bytes(784))
     with pytest.raises(InputError, match="npy"):
-        load_image(path)
+        load_image(crafted_npy(tmp_path / "odd.npy", "|u1", f"{space}28, 28"))
 
 
 @pytest.mark.parametrize("descr", [" Q7,9", "a"])
 def test_npy_header_with_an_odd_dtype_is_refused_quietly(tmp_path, recwarn, descr):
     """Found by the atheris fuzzer: np.dtype raises SyntaxError on some strings and warns on deprecated ones."""
-    header = f"{{'descr': '{descr}', 'fortran_order': False, 'shape': (28, 28), }}".encode("latin1")
-    header += b" " * (63 - len(header) % 64) + b"\n"
-    path = tmp_path / "odd.npy"
-    path.write_bytes(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + bytes(784))
     with pytest.raises(InputError, match="dtype"):
-        load_image(path)
+        load_image(crafted_npy(tmp_path / "odd.npy", descr, "28, 28"))
     assert not recwarn.list
 
 
