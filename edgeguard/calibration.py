@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgeguard import kernels_numpy
+from edgeguard.kernels_numpy import fisher, min_p
 from edgeguard.errors import BundleError
 
 CONSISTENCY, RECONSTRUCTION, CONFIDENCE = "consistency", "reconstruction", "confidence"
@@ -67,23 +68,6 @@ def decode_scores(entry: dict) -> np.ndarray:
     if data.size != entry.get("n") or data.size == 0 or not np.all(np.isfinite(data)) or np.any(np.diff(data) < 0):
         raise BundleError("calibration scores must be a non-empty, finite, sorted list matching 'n'")
     return data
-
-
-def conformal_p(sorted_scores: np.ndarray, s: np.ndarray) -> np.ndarray:
-    """p = (1 + #{calibration >= s}) / (n + 1), vectorised over s."""
-    n = sorted_scores.size
-    at_least = n - np.searchsorted(sorted_scores, s, side="left")
-    return ((1.0 + at_least) / (n + 1.0)).astype(np.float64)
-
-
-def fisher(p: np.ndarray) -> np.ndarray:
-    """Fisher's combination statistic over the last axis: -2 * sum(log p)."""
-    return -2.0 * np.log(p).sum(axis=-1)
-
-
-def min_p(p: np.ndarray) -> np.ndarray:
-    """Tippett's (min-p) combination statistic over the last axis: -log(min p) (higher = more anomalous)."""
-    return -np.log(p.min(axis=-1))
 
 
 #: name -> statistic over the last axis of per-signal p-values (higher = more anomalous)

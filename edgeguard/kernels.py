@@ -464,7 +464,7 @@ _SIG_P_VALUES = nt.void(_f32_2d, _f32_2d, _f32_1d, nt.boolean, _f64_2d, _f64_1d)
 
 
 @njit(_SIG_P_VALUES, cache=True, nogil=True)  # no fastmath: the same logs and sums as kernels_numpy
-def _p_values_serial(table, scores, combined, min_p, p, p_combined):
+def _p_values_serial(table, scores, combined, use_min_p, p, p_combined):
     n, m = table.shape[1], combined.shape[0]
     for i in range(scores.shape[0]):
         total, lowest = 0.0, 1.0
@@ -473,7 +473,7 @@ def _p_values_serial(table, scores, combined, min_p, p, p_combined):
             p[i, j] = pj
             total += np.log(pj)
             lowest = min(lowest, pj)
-        stat = nt.float32(-np.log(lowest) if min_p else -2.0 * total)
+        stat = nt.float32(-np.log(lowest) if use_min_p else -2.0 * total)
         p_combined[i] = (1.0 + (m - np.searchsorted(combined, stat))) / (m + 1.0)
 
 
@@ -709,11 +709,11 @@ def score(x, logits, recon, mu, logvar, k, *, parallel=None):
     return label, confidence, labels, majority, n_distinct, agreement, scores
 
 
-def p_values(table, scores, combined, min_p):
+def p_values(table, scores, combined, use_min_p):
     """Conformal p-values of S calibrated signals and their combined p-value
     (see edgeguard.calibration): table (S, n) each signal's sorted clean
     scores, scores (B, S), combined (m,) the sorted clean combination
-    statistics, all float32; min_p: Tippett's statistic instead of Fisher's.
+    statistics, all float32; use_min_p: Tippett's statistic instead of Fisher's.
     Returns p (B, S) and p_combined (B,), float64.  Serial: a few
     microseconds per image, never worth threads."""
     _check_array("table", table, np.float32, 2)
@@ -724,7 +724,7 @@ def p_values(table, scores, combined, min_p):
     _check_shape("scores", scores, (scores.shape[0], table.shape[0]), "(B, S)")
     p = np.empty(scores.shape, np.float64)
     p_combined = np.empty(scores.shape[0], np.float64)
-    _p_values_serial(table, scores, combined, bool(min_p), p, p_combined)
+    _p_values_serial(table, scores, combined, bool(use_min_p), p, p_combined)
     return p, p_combined
 
 

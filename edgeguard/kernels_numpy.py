@@ -117,19 +117,32 @@ def score(x: np.ndarray, logits: np.ndarray, recon: np.ndarray, mu: np.ndarray, 
     return label.astype(np.int64), confidence, labels, majority, n_distinct, agreement, scores
 
 
-def p_values(table: np.ndarray, scores: np.ndarray, combined: np.ndarray, min_p: bool):
+def conformal_p(sorted_scores: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """p = (1 + #{calibration >= s}) / (n + 1), vectorised over s (see edgeguard.calibration)."""
+    n = sorted_scores.size
+    at_least = n - np.searchsorted(sorted_scores, s, side="left")
+    return ((1.0 + at_least) / (n + 1.0)).astype(np.float64)
+
+
+def fisher(p: np.ndarray) -> np.ndarray:
+    """Fisher's combination statistic over the last axis: -2 * sum(log p)."""
+    return -2.0 * np.log(p).sum(axis=-1)
+
+
+def min_p(p: np.ndarray) -> np.ndarray:
+    """Tippett's (min-p) combination statistic over the last axis: -log(min p) (higher = more anomalous)."""
+    return -np.log(p.min(axis=-1))
+
+
+def p_values(table: np.ndarray, scores: np.ndarray, combined: np.ndarray, use_min_p: bool):
     """Conformal p-values of S calibrated signals and their combined p-value (see edgeguard.calibration).
 
     table (S, n): each signal's sorted clean scores; scores (B, S); combined (m,): the sorted clean
-    combination statistics; min_p: Tippett's statistic instead of Fisher's. All float32.
+    combination statistics; use_min_p: Tippett's statistic instead of Fisher's. All float32.
     Returns p (B, S) and p_combined (B,), float64.
     """
-    n, m = table.shape[1], combined.shape[0]
-    at_least = np.stack([n - np.searchsorted(table[j], scores[:, j], side="left") for j in range(table.shape[0])],
-                        axis=1).reshape(scores.shape)
-    p = (1.0 + at_least) / (n + 1.0)
-    stat = (-np.log(p.min(axis=1)) if min_p else -2.0 * np.log(p).sum(axis=1)).astype(np.float32)
-    return p, (1.0 + (m - np.searchsorted(combined, stat, side="left"))) / (m + 1.0)
+    p = np.stack([conformal_p(table[j], scores[:, j]) for j in range(table.shape[0])], axis=1).reshape(scores.shape)
+    return p, conformal_p(combined, (min_p if use_min_p else fisher)(p).astype(np.float32))
 
 
 def warmup() -> float:

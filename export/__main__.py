@@ -16,7 +16,7 @@ def build_bundle(run_dir: Path, out_dir: Path, data_dir: Path | None = None, *, 
     from edgeguard.guard import Guard
     from export import manifest as manifest_io
     from export.calibrate import calibrate
-    from export.camera import calibrate_camera
+    from export.camera import QUICK_DIGITS, calibrate_camera
     from export.measure import accuracy_metrics, analyze_all
     from export.onnx_export import export_models, parity
     from train.data import load_mnist
@@ -36,7 +36,7 @@ def build_bundle(run_dir: Path, out_dir: Path, data_dir: Path | None = None, *, 
                    onnx_parity_max_abs=diffs, parity_images=256)
     manifest_io.update(out_dir, metrics=metrics)
     calibrate(out_dir, data.val_x[:n], data.test_x[:n], k=k)
-    m = n_measure or (300 if quick else None)  # filming costs about 15 ms a digit: a few hundred when quick
+    m = n_measure or (QUICK_DIGITS if quick else None)
     calibrate_camera(out_dir, (data.val_x[:m], data.val_y[:m]), (data.test_x[:m], data.test_y[:m]), k=k)
     return manifest_io.read(out_dir)
 

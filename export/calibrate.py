@@ -23,7 +23,7 @@ from edgeguard.bundle import shipped_bundle_path
 from edgeguard.calibration import COMBINATIONS, Calibration
 from edgeguard.guard import Guard
 from export import manifest as manifest_io
-from export.camera import calibrate_camera
+from export.camera import QUICK_DIGITS, calibrate_camera
 from export.measure import analyze_all, false_alarm_rates
 from train.data import load_mnist
 
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=("digits", "camera"), default=None,
                         help="recompute only this calibration (default: both, digits first)")
     parser.add_argument("--quick", action="store_true",
-                        help="1,000 images of each split (camera: 300 filmed digits of each)")
+                        help=f"1,000 images of each split (camera: {QUICK_DIGITS} filmed digits of each)")
     args = parser.parse_args(argv)
     data = load_mnist(args.data_dir)
     summary = {}
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         summary["calibration"] = calibrate(args.bundle, data.val_x[:n], data.test_x[:n],
                                            tuple(args.signals.split(",")), combination=args.combination)
     if args.only != "digits":
-        n = 300 if args.quick else None
+        n = QUICK_DIGITS if args.quick else None
         summary["camera_calibration"] = calibrate_camera(args.bundle, (data.val_x[:n], data.val_y[:n]),
                                                          (data.test_x[:n], data.test_y[:n]))
     print(json.dumps(summary, indent=1))

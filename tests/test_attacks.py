@@ -6,7 +6,7 @@ import torch
 from onnx import TensorProto, helper
 
 from edgeguard import kernels
-from edgeguard.calibration import conformal_p
+from edgeguard.kernels_numpy import conformal_p
 from edgeguard.guard import Guard
 from train import attacks as A
 from train.data import load_mnist

@@ -200,7 +200,7 @@ class DetectorSurrogate:
 
 def flag_threshold(sorted_cal: np.ndarray, alpha: float) -> float:
     """The smallest score the runtime flags at alpha: min{t : conformal_p(sorted_cal, t) < alpha}."""
-    from edgeguard.calibration import conformal_p
+    from edgeguard.kernels_numpy import conformal_p
 
     p = conformal_p(sorted_cal, sorted_cal)
     flagged = sorted_cal[p < alpha]
