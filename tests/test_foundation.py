@@ -53,7 +53,7 @@ def quick_bundle(tmp_path_factory, mnist):
 def test_quick_round_trip_writes_a_complete_manifest(quick_bundle):
     root, meta, manifest = quick_bundle
     assert meta["train_images"] == 1024
-    assert set(meta["distillation_validation_metrics"]) == {"base", "teacher", "judge"}
+    assert set(meta["distillation_validation_metrics"]) == {"before_distillation", "teacher", "judge"}
     assert manifest["format_version"] == 1
     assert manifest["latent_dim"] == LATENT_DIM and manifest["default_k"] == 10
     assert manifest["input"]["shape"] == [28, 28] and manifest["input"]["range"] == [0.0, 1.0]

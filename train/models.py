@@ -3,8 +3,7 @@
 Both take images shaped (B, 1, 28, 28) with values in [0, 1] (MNIST scale, white ink on black).
 They are sized for an edge runtime, where the decoder runs K times and the classifier K + 1 times
 per screened image: multiply-adds per image are about 1.8 M for the encoder, 0.41 M for the
-decoder and 0.46 M for the shipped classifier (``SHIPPED_CHANNELS``; training also uses a wider
-base classifier and a teacher, which are never exported). The layer types are the ones onnxruntime runs fastest at
+decoder and 0.78 M for the classifier. The layer types are the ones onnxruntime runs fastest at
 small batch on one core (benchmarks/latency.py): strided convolutions instead of full-resolution
 ones and pooling, and a decoder of two matrix products instead of transposed convolutions.
 """
@@ -16,11 +15,6 @@ from torch import nn
 
 LATENT_DIM = 16
 N_CLASSES = 10
-#: the classifiers' channels per convolution: the one shipped, and the two used in training only (the base
-#: classifier of training stages 2-4 and the teacher of stage 5, whose mean logits the shipped one learns from)
-SHIPPED_CHANNELS = (12, 24, 48)
-BASE_CHANNELS = (16, 32, 64)
-TEACHER_CHANNELS = (32, 64, 128)
 
 
 class Encoder(nn.Module):
@@ -68,26 +62,24 @@ class VAE(nn.Module):
 
 
 class Classifier(nn.Module):
-    """x (B,1,28,28) -> logits (B, 10): three convolutions with ``channels`` outputs (BatchNorm, folded away
-    on export)."""
+    """x (B,1,28,28) -> logits (B, 10): three strided convolutions (BatchNorm, folded away on export)."""
 
-    def __init__(self, channels: tuple[int, int, int] = SHIPPED_CHANNELS):
+    def __init__(self, width: int = 16):
         super().__init__()
-        c1, c2, c3 = channels
-        self.channels = (c1, c2, c3)
+        w = width
         self.net = nn.Sequential(
-            nn.Conv2d(1, c1, 5, stride=2, padding=2),  # 14x14
-            nn.BatchNorm2d(c1),
+            nn.Conv2d(1, w, 5, stride=2, padding=2),  # 14x14
+            nn.BatchNorm2d(w),
             nn.ReLU(),
-            nn.Conv2d(c1, c2, 3, stride=2, padding=1),  # 7x7
-            nn.BatchNorm2d(c2),
+            nn.Conv2d(w, 2 * w, 3, stride=2, padding=1),  # 7x7
+            nn.BatchNorm2d(2 * w),
             nn.ReLU(),
-            nn.Conv2d(c2, c3, 3),  # 5x5
-            nn.BatchNorm2d(c3),
+            nn.Conv2d(2 * w, 4 * w, 3),  # 5x5
+            nn.BatchNorm2d(4 * w),
             nn.ReLU(),
             nn.Flatten(),
             nn.Dropout(0.3),
-            nn.Linear(c3 * 5 * 5, N_CLASSES),
+            nn.Linear(4 * w * 5 * 5, N_CLASSES),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,21 +1,20 @@
 """Seeded, deterministic CPU training of the VAE and the classifier.
 
-Six stages: (1) the VAE alone; (2) a base classifier on clean (lightly augmented) images and on VAE
+Six stages: (1) the VAE alone; (2) the classifier on clean (lightly augmented) images and on VAE
 reconstructions sampled from the posterior, so that it reads reconstructions as well as originals;
-(3) the VAE again, now also asked that the frozen base classifier reads its sampled reconstructions of
+(3) the VAE again, now also asked that the frozen classifier reads its sampled reconstructions of
 jittered digits as the input's label (cross-entropy weighted ``refine_weight``), so that sampling keeps
-a digit's identity; (4) the base classifier fine-tuned on the refined VAE's reconstructions; (5) a wider
-teacher classifier trained like stage 2 on the refined VAE; (6) the shipped classifier, leaner than the
-base one (``classifier_channels``), trained from scratch to match the mean logits of the teacher and the
-base classifier, a stronger judge than either, on the same clean and reconstructed images. Only the VAE
-and the stage-6 classifier are saved: the base classifier and the teacher are training aids, and the
-shipped classifier is as small as the latency targets need. The purified label (the majority over K
-sampled reconstructions) depends on every stage. With ``distill_epochs=0`` stages 5 and 6 are skipped
-and the base classifier is saved.
+a digit's identity; (4) the classifier fine-tuned on the refined VAE's reconstructions; (5) a wider
+teacher classifier (``teacher_width``; used in training only, never shipped) trained like stage 2 on the
+refined VAE; (6) the classifier distilled from the mean logits of the teacher and a frozen copy of
+itself, a stronger judge than either, on the same clean and reconstructed images: the shipped
+classifier stays as small as the latency targets need and gains accuracy. The purified label (the
+majority over K sampled reconstructions) depends on stages 2-6.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -32,8 +31,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from train.data import load_mnist
-from train.models import (BASE_CHANNELS, LATENT_DIM, SHIPPED_CHANNELS, TEACHER_CHANNELS, VAE, Classifier,
-                          LogitMean, vae_loss)
+from train.models import LATENT_DIM, VAE, Classifier, LogitMean, vae_loss
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +55,11 @@ class TrainConfig:
     refine_augment: bool = True  # stage 3 sees the same random jitter as the classifier
     refine_epochs: int = 16  # stage 3: VAE with the classifier's loss on its reconstructions
     refine_weight: float = 1000.0
-    finetune_epochs: int = 4  # stage 4: the base classifier on the refined VAE's reconstructions
-    base_channels: tuple[int, int, int] = BASE_CHANNELS  # stages 2-4 (shipped only when distill_epochs=0)
-    teacher_channels: tuple[int, int, int] = TEACHER_CHANNELS  # stage 5: the teacher (never exported)
-    teacher_epochs: int = 8
-    classifier_channels: tuple[int, int, int] = SHIPPED_CHANNELS  # stage 6: the shipped classifier
-    distill_epochs: int = 12  # stage 6 (0: no teacher, no distillation; the base classifier is shipped)
-    distill_lr: float = 3e-3
+    finetune_epochs: int = 4  # stage 4: the classifier on the refined VAE's reconstructions
+    teacher_width: int = 32  # stage 5: the teacher (never exported)
+    teacher_epochs: int = 12
+    distill_epochs: int = 4  # stage 6 (0: no teacher, no distillation)
+    distill_lr: float = 5e-4
     distill_temperature: float = 4.0
     distill_weight: float = 0.9  # of the distillation loss; the rest is cross-entropy with the labels
     threads: int = 2
@@ -168,10 +164,10 @@ def sample_reconstructions(vae: VAE, x: torch.Tensor) -> torch.Tensor:
 def train_classifier(cfg: TrainConfig, vae: VAE, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator,
                      clf: Classifier | None = None, epochs: int | None = None, lr: float = 3e-3,
                      teacher: torch.nn.Module | None = None, name: str = "classifier") -> Classifier:
-    """Stages 2, 4, 5 and 6: a classifier (by default a new base classifier) on augmented clean images and on
-    sampled reconstructions of them. With a ``teacher`` (stage 6) the loss is mostly the distillation loss: the
-    KL divergence between the teacher's and the classifier's outputs softened by ``distill_temperature``."""
-    clf = (clf if clf is not None else Classifier(cfg.base_channels)).train()
+    """Stages 2, 4, 5 and 6: a classifier on augmented clean images and on sampled reconstructions of them.
+    With a ``teacher`` (stage 6) the loss is mostly the distillation loss: the KL divergence between the
+    teacher's and the classifier's outputs softened by ``distill_temperature``."""
+    clf = (clf or Classifier()).train()
     vae.eval()
     t = cfg.distill_temperature
 
@@ -236,7 +232,7 @@ def train(cfg: TrainConfig) -> dict:
     if cfg.quick:
         x, y = x[: cfg.quick_size], y[: cfg.quick_size]
     vae = train_vae(cfg, x, gen)
-    clf = train_classifier(cfg, vae, x, y, gen, clf=Classifier(cfg.base_channels))
+    clf = train_classifier(cfg, vae, x, y, gen)
     if cfg.refine_epochs:
         vae = refine_vae(cfg, vae, clf, x, y, gen)
         clf = train_classifier(cfg, vae, x, y, gen, clf=clf, epochs=cfg.finetune_epochs, lr=5e-4)
@@ -244,13 +240,13 @@ def train(cfg: TrainConfig) -> dict:
     val_x, val_y = to_tensor(data.val_x[:val_n]), torch.from_numpy(data.val_y[:val_n].astype(np.int64))
     teacher_val = None
     if cfg.distill_epochs:
-        teacher = train_classifier(cfg, vae, x, y, gen, clf=Classifier(cfg.teacher_channels),
-                                   epochs=cfg.teacher_epochs, name="teacher")
-        judge = LogitMean(teacher, clf).eval().requires_grad_(False)
-        teacher_val = {"base": evaluate(vae, clf, val_x, val_y), "teacher": evaluate(vae, teacher, val_x, val_y),
-                       "judge": evaluate(vae, judge, val_x, val_y)}
-        clf = train_classifier(cfg, vae, x, y, gen, clf=Classifier(cfg.classifier_channels),
-                               epochs=cfg.distill_epochs, lr=cfg.distill_lr, teacher=judge, name="distill")
+        teacher = train_classifier(cfg, vae, x, y, gen, clf=Classifier(cfg.teacher_width), epochs=cfg.teacher_epochs,
+                                   name="teacher")
+        judge = LogitMean(teacher, copy.deepcopy(clf)).eval().requires_grad_(False)
+        teacher_val = {"before_distillation": evaluate(vae, clf, val_x, val_y),
+                       "teacher": evaluate(vae, teacher, val_x, val_y), "judge": evaluate(vae, judge, val_x, val_y)}
+        clf = train_classifier(cfg, vae, x, y, gen, clf=clf, epochs=cfg.distill_epochs, lr=cfg.distill_lr,
+                               teacher=judge, name="distill")
     val = evaluate(vae, clf, val_x, val_y)
     cfg.out.mkdir(parents=True, exist_ok=True)
     torch.save(vae.state_dict(), cfg.out / VAE_FILE)
@@ -258,7 +254,6 @@ def train(cfg: TrainConfig) -> dict:
     meta = {
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items() if k != "progress"},
         "train_images": len(x),
-        "classifier_channels": list(clf.channels),
         "data_files": data.files,
         "validation_metrics": val,
         "distillation_validation_metrics": teacher_val,
@@ -278,6 +273,6 @@ def load_models(run_dir: Path) -> tuple[VAE, Classifier, dict]:
     cfg = meta["config"]
     vae = VAE(cfg["latent_dim"], cfg["vae_width"], cfg["encoder_width"])
     vae.load_state_dict(torch.load(run_dir / VAE_FILE, weights_only=True))
-    clf = Classifier(tuple(meta.get("classifier_channels", BASE_CHANNELS)))  # runs before v6 shipped the base shape
+    clf = Classifier()
     clf.load_state_dict(torch.load(run_dir / CLASSIFIER_FILE, weights_only=True))
     return vae.eval(), clf.eval(), meta
