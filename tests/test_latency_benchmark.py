@@ -111,6 +111,12 @@ def test_quick_reference_roofline_targets(quick):
         assert set(ref["parity"]) == {"max_abs_mu_difference", "input_label_agreement", "same_weights"}
         if ref["lean_vs_runtime"] is not None:  # the all-savings prototype gives the runtime's verdicts
             assert ref["lean_vs_runtime"]["same_verdicts"] and positive(row["lean_speedup_vs_torch"])
+        widths = ref["classifier_widths"]
+        if widths["skipped"]:
+            assert widths["reason"]
+        else:
+            assert [w["keep"] for w in widths["rows"]] == list(L.CLASSIFIER_KEEP)
+            assert all(positive(w[f]) for w in widths["rows"] for f in ("runtime_ms", "torch_ms", "speedup_vs_torch"))
     rf = r["roofline"]
     if rf["skipped"]:
         assert rf["reason"]
