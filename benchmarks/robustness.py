@@ -612,7 +612,7 @@ def write_report(lab, R, clean, test_y, attacks, ood, B, S, AD, figures, out: Pa
         f"held-out calibration split, combined by `{guard.calibration.combination}`, calibrated again).")
     add(f"- Sizes: {n(R['sizes'])}." + (" **Quick run: too few images for the targets to mean anything.**"
                                           if R["quick"] else ""))
-    add(f"- torch (train.from_onnx) vs onnxruntime parity, max abs difference: "
+    add("- torch (train.from_onnx) vs onnxruntime parity, max abs difference: "
         + ", ".join(f"{k} {v:.2e}" for k, v in R["parity"].items()) + " (tolerance 1e-4).\n")
 
     add("## Threat model and limits\n")
