@@ -159,3 +159,21 @@ def test_shipped_bundle_meets_foundation_targets(metric, target):
 def test_package_data_includes_the_bundle():
     text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
     assert '"models/*.onnx"' in text and '"models/manifest.json"' in text
+
+
+def test_train_cli_passes_the_model_widths(monkeypatch, tmp_path, capsys):
+    """`python -m train --vae-width N --encoder-width N` trains a VAE of that size (the latency trials' command)."""
+    import train.trainer
+    from train.__main__ import main
+
+    seen = {}
+
+    def fake_train(cfg):
+        seen["cfg"] = cfg
+        return {"validation_metrics": {}, "seconds": 0.0}
+
+    monkeypatch.setattr(train.trainer, "train", fake_train)
+    assert main(["--out", str(tmp_path), "--vae-width", "256", "--encoder-width", "32", "--no-progress"]) == 0
+    assert (seen["cfg"].vae_width, seen["cfg"].encoder_width) == (256, 32)
+    assert main(["--out", str(tmp_path), "--no-progress"]) == 0
+    assert (seen["cfg"].vae_width, seen["cfg"].encoder_width) == (512, 64)

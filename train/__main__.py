@@ -1,4 +1,4 @@
-"""python -m train --out runs/bundle [--quick] [--seed 0] [--data-dir DIR]"""
+"""python -m train --out runs/bundle [--quick] [--seed 0] [--data-dir DIR] [--vae-width N] [--encoder-width N]"""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vae-epochs", type=int, default=None)
     parser.add_argument("--clf-epochs", type=int, default=None)
     parser.add_argument("--beta", type=float, default=None, help="weight of the VAE's KL term")
+    parser.add_argument("--vae-width", type=int, default=None, help="the decoder's hidden units (512)")
+    parser.add_argument("--encoder-width", type=int, default=None, help="the encoder's second-layer channels (64)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="a small subset and one epoch each, for tests")
     parser.add_argument("--no-progress", action="store_true")
@@ -25,8 +27,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from train.trainer import TrainConfig, train
 
-    overrides = {k: v for k, v in {"vae_epochs": args.vae_epochs, "clf_epochs": args.clf_epochs,
-                                   "beta": args.beta}.items() if v is not None}
+    overrides = {k: v for k, v in {"vae_epochs": args.vae_epochs, "clf_epochs": args.clf_epochs, "beta": args.beta,
+                                   "vae_width": args.vae_width, "encoder_width": args.encoder_width}.items()
+                 if v is not None}
     cfg = TrainConfig(out=args.out, data_dir=args.data_dir, seed=args.seed, threads=args.threads,
                       quick=args.quick, progress=not args.no_progress, **overrides)
     meta = train(cfg)
