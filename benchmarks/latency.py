@@ -644,6 +644,7 @@ def classifier_widths(args, plan: Plan, reference, image: np.ndarray) -> dict:
 
     guard = load_guard(args.bundle, K_BATCH, threads=1)
     width = reference.clf.net[0].out_channels
+    first_layer = {keep: max(1, round(width * keep)) for keep in CLASSIFIER_KEEP}
     variants = {}
     for keep in CLASSIFIER_KEEP:
         runtime, torch_ref = guard, reference
@@ -655,19 +656,20 @@ def classifier_widths(args, plan: Plan, reference, image: np.ndarray) -> dict:
             runtime = with_sessions(guard, {"classifier": ort.InferenceSession(
                 graph, session_options(1), providers=["CPUExecutionProvider"])})
             torch_ref = copy.copy(reference)
-            torch_ref.clf = Classifier(max(1, round(width * keep))).eval()
+            torch_ref.clf = Classifier(first_layer[keep]).eval()
         x = torch_ref.to_tensor(image)
         variants[f"runtime_{keep}"] = lambda runtime=runtime: runtime.screen(image)
         variants[f"torch_{keep}"] = lambda torch_ref=torch_ref, x=x: torch_ref.screen(x)
     with numba_threads(1):
         t = interleaved(variants, plan.ref_rounds, plan.round_s)
-    rows = [{"keep": keep, "runtime_ms": statistics.median(t[f"runtime_{keep}"]) * 1e3,
+    rows = [{"keep": keep, "first_layer_channels": first_layer[keep],
+             "runtime_ms": statistics.median(t[f"runtime_{keep}"]) * 1e3,
              "torch_ms": statistics.median(t[f"torch_{keep}"]) * 1e3,
              "speedup_vs_torch": paired_ratio(t[f"torch_{keep}"], t[f"runtime_{keep}"])} for keep in CLASSIFIER_KEEP]
     for r in rows:
         log(f"  classifier x{r['keep']}: runtime {r['runtime_ms']:.3f} ms, torch {r['torch_ms']:.3f} ms "
             f"({r['speedup_vs_torch']:.2f}x)")
-    return {"skipped": False, "rows": rows, "width": width,
+    return {"skipped": False, "rows": rows,
             "note": "the classifier cut to a share of its channels on both sides (runtime: the bundle's graph, "
                     "weights sliced; PyTorch: train.models.Classifier of that width); timing only, not trained"}
 
@@ -1505,7 +1507,7 @@ def tables(result: dict) -> list[tuple[str, list[str], list[list[str]], str | No
         if cw.get("rows"):
             out.append((f"A leaner classifier against PyTorch eager, batch 1, K={K_BATCH}, 1 thread (interleaved, medians)",
                         ["classifier channels", "runtime ms", "torch ms", "speed-up"],
-                        [[f"x{r['keep']:g} ({max(1, round(cw['width'] * r['keep']))} in the first layer)",
+                        [[f"x{r['keep']:g} ({r['first_layer_channels']} in the first layer)",
                           fmt(r["runtime_ms"]), fmt(r["torch_ms"]), f"{r['speedup_vs_torch']:.2f}x"]
                          for r in cw["rows"]], cw["note"]))
         elif cw.get("skipped"):

@@ -161,7 +161,7 @@ def test_package_data_includes_the_bundle():
     assert '"models/*.onnx"' in text and '"models/manifest.json"' in text
 
 
-def test_train_cli_passes_the_model_widths(monkeypatch, tmp_path, capsys):
+def test_train_cli_passes_the_model_widths(monkeypatch, tmp_path):
     """`python -m train --vae-width N --encoder-width N` trains a VAE of that size (the latency trials' command)."""
     import train.trainer
     from train.__main__ import main
