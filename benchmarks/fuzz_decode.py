@@ -17,7 +17,7 @@ A *finding* is any of:
   which ``edgeguard detect`` users would see as stray lines;
 - ``warning``: a Python warning (e.g. numpy's RuntimeWarning).
 
-Engines: ``atheris`` (libFuzzer's mutations, guided by the coverage of ``edgeguard.preprocess``'s Python
+Engines: ``atheris`` (libFuzzer's mutations, guided by the coverage of ``edgeguard.normalize``'s Python
 code; OpenCV's C++ decoders are not instrumented, so they are fuzzed blind) and ``mutate`` (seeded random
 byte mutations: flips, interesting integers in headers, truncation, splicing, and PNG chunks whose CRCs are
 fixed afterwards so the mutation reaches libpng instead of stopping at the CRC check). Both start from small
@@ -154,7 +154,7 @@ class Target:
     """Runs one input through loading, preprocessing and (in batches) screening; records the outcome."""
 
     def __init__(self, folder: Path, out: Path | None, slow_s: float, guard=None):
-        from edgeguard.preprocess import load_and_preprocess
+        from edgeguard.normalize import load_and_preprocess
 
         self.load = load_and_preprocess
         self.folder, self.out, self.slow_s, self.guard = folder, out, slow_s, guard
@@ -292,8 +292,8 @@ def _atheris(seconds: float, out: Path | None, slow_s: float, screen: bool, prin
     """libFuzzer through atheris; ends the process itself when the time is up (exit 1 on findings)."""
     import atheris
 
-    with atheris.instrument_imports(include=["edgeguard.preprocess"]):
-        import edgeguard.preprocess  # noqa: F401
+    with atheris.instrument_imports(include=["edgeguard.normalize"]):
+        import edgeguard.normalize  # noqa: F401
     guard = _guard() if screen else None
     pool = seeds()
     folder = Path(tempfile.mkdtemp(prefix="fuzz_decode_"))

@@ -345,7 +345,7 @@ def mark(name):
 import numpy; mark("import numpy")
 import typer, rich.console; mark("import typer, rich")
 import edgeguard.cli; mark("import edgeguard.cli")
-from edgeguard.preprocess import load_and_preprocess; mark("import edgeguard.preprocess (cv2)")
+from edgeguard.normalize import load_and_preprocess; mark("import edgeguard.normalize (cv2)")
 import onnxruntime; mark("import onnxruntime")
 from edgeguard.guard import Guard; mark("import edgeguard.guard")
 guard = Guard.load(sys.argv[2] or None, providers="cpu", kernels="numpy")
@@ -1343,7 +1343,7 @@ def section_cold_prototypes(args, plan: Plan) -> dict:
         def gc_frozen(*options: str) -> list[str]:
             # The CLI's own main(), its heavy imports done with the collector off, then frozen: the collector never
             # walks those objects again, during the run or in the final collection at exit (CPython's finalisation).
-            heavy = "edgeguard.cli, edgeguard.guard, edgeguard.preprocess" + (", edgeguard.kernels" if options else "")
+            heavy = "edgeguard.cli, edgeguard.guard, edgeguard.normalize" + (", edgeguard.kernels" if options else "")
             return [sys.executable, "-c", f"import gc, sys\ngc.disable()\nimport {heavy}\ngc.freeze()\ngc.enable()\n"
                     "sys.argv = ['edgeguard', 'detect', *sys.argv[1:]]\nfrom edgeguard.cli import main\nmain()",
                     *options, str(png), *bundle]
@@ -1723,7 +1723,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
     result: dict = {
         "schema": SCHEMA,
         "command": command_line(argv),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "quick": args.quick,
         "machine": machine_info(),
         "bundle": {"path": str(bundle.path.relative_to(ROOT) if bundle.path.is_relative_to(ROOT) else bundle.path),

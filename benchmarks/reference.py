@@ -59,7 +59,7 @@ class TorchReference:
             )
 
     @classmethod
-    def load(cls, run_dir: str | os.PathLike[str], *, k: int, seed: int = 0, calibration=None) -> "TorchReference":
+    def load(cls, run_dir: str | os.PathLike[str], *, k: int, seed: int = 0, calibration=None) -> TorchReference:
         from train.trainer import load_models
 
         vae, clf, _ = load_models(Path(run_dir))

@@ -51,7 +51,7 @@ def image_pool(n: int = 256, seed: int = 0) -> np.ndarray:
     """
     import cv2
 
-    from edgeguard.preprocess import preprocess
+    from edgeguard.normalize import preprocess
 
     rng = np.random.default_rng(seed)
     out = np.zeros((n, 28, 28), np.uint8)
@@ -813,7 +813,7 @@ def run_all(quick: bool, log=print, **overrides) -> tuple[list[dict], dict]:
             at = json.loads(lines[-1]) if lines else {"inputs": 0, "total_findings": -1, "findings": run.stderr[-200:]}
             details["atheris"] = at
             row("Fuzzing image decoding (atheris)", f"`python -m benchmarks.fuzz_decode --engine atheris --seconds "
-                f"{sizes['fuzz_s']}` (coverage-guided on edgeguard.preprocess)", at["inputs"],
+                f"{sizes['fuzz_s']}` (coverage-guided on edgeguard.normalize)", at["inputs"],
                 f"{at.get('accepted', 0)} screened, {at.get('refused', 0)} refused; findings {at['findings']}",
                 run.returncode == 0 and at["total_findings"] == 0)
         sf = screen_fuzz(guard, sizes["screen_fuzz"])

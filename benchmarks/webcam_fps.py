@@ -45,7 +45,7 @@ import numpy as np
 
 from edgeguard import webcam as cam
 from edgeguard.guard import Guard
-from edgeguard.preprocess import preprocess
+from edgeguard.normalize import preprocess
 from export import filming
 from tests import videos
 

@@ -12,7 +12,7 @@ def __getattr__(name):
 
         return getattr(guard, name)
     if name == "preprocess":
-        from edgeguard.preprocess import preprocess
+        from edgeguard.normalize import preprocess
 
         return preprocess
     raise AttributeError(f"module 'edgeguard' has no attribute {name!r}")

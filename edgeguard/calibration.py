@@ -34,8 +34,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgeguard import kernels_numpy
-from edgeguard.kernels_numpy import fisher, min_p
 from edgeguard.errors import BundleError
+from edgeguard.kernels_numpy import fisher, min_p
 
 CONSISTENCY, RECONSTRUCTION, CONFIDENCE = "consistency", "reconstruction", "confidence"
 
@@ -83,7 +83,7 @@ class Calibration:
 
     @classmethod
     def fit(cls, scores: dict[str, np.ndarray], signals: tuple[str, ...] | None = None,
-            combination: str = "fisher") -> "Calibration":
+            combination: str = "fisher") -> Calibration:
         """Calibrates on clean scores (one array per signal, same length)."""
         signals = tuple(signals or scores)
         unknown = [s for s in signals if s not in SIGNALS]
@@ -109,7 +109,7 @@ class Calibration:
         }
 
     @classmethod
-    def from_manifest(cls, entry: dict) -> "Calibration":
+    def from_manifest(cls, entry: dict) -> Calibration:
         if not isinstance(entry, dict) or not isinstance(entry.get("signals"), list) or not entry["signals"]:
             raise BundleError("the manifest's calibration must list its signals")
         signals = tuple(entry["signals"])

@@ -15,7 +15,6 @@ import os
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -72,7 +71,7 @@ def fail(message: str, code: int) -> typer.Exit:
     return typer.Exit(code)
 
 
-def load_guard(bundle: Optional[Path], providers: str, k: Optional[int] = None, seed: int = 0,
+def load_guard(bundle: Path | None, providers: str, k: int | None = None, seed: int = 0,
                alpha: float = 0.01, threads: int = 1, kernels: str = "numba", calibration: str = "digits"):
     from edgeguard.errors import EdgeGuardError
     from edgeguard.guard import Guard
@@ -89,7 +88,7 @@ def load_guard(bundle: Optional[Path], providers: str, k: Optional[int] = None, 
 
 def expand_inputs(paths: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
     """Files, folders (recursive, supported suffixes only) and globs -> (files, [(input, problem)])."""
-    from edgeguard.preprocess import SUPPORTED_SUFFIXES
+    from edgeguard.normalize import SUPPORTED_SUFFIXES
 
     files, problems = [], []
     for raw in paths:
@@ -136,7 +135,7 @@ def _progress(total: int):
                     console=err, transient=True, disable=total <= 8 or not err.is_terminal)
 
 
-def _table(verdicts) -> "object":
+def _table(verdicts) -> object:
     from rich.markup import escape
     from rich.table import Table
 
@@ -155,11 +154,11 @@ def _table(verdicts) -> "object":
 @app.command()
 def detect(
     paths: list[str] = typer.Argument(..., help="Image files, folders (searched recursively) or glob patterns."),
-    k: Optional[int] = typer.Option(None, "--k", min=1, max=1024, help="Samples per image (default: the bundle's)."),
+    k: int | None = typer.Option(None, "--k", min=1, max=1024, help="Samples per image (default: the bundle's)."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the latent sampling."),
     alpha: float = typer.Option(0.01, "--alpha", min=1e-6, max=0.5, help="False-alarm rate on clean digits."),
     providers: str = typer.Option("auto", "--providers", help="auto, cpu, cuda, or a comma-separated list."),
-    bundle: Optional[Path] = typer.Option(None, "--bundle", help="Model bundle folder (default: the shipped one)."),
+    bundle: Path | None = typer.Option(None, "--bundle", help="Model bundle folder (default: the shipped one)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per image."),
     fail_on: FailOn = typer.Option(FailOn.never, "--fail-on", help="'flagged': exit 1 when an image is flagged."),
     kernels: Kernels = typer.Option(Kernels.auto, "--kernels",
@@ -167,7 +166,7 @@ def detect(
 ) -> None:
     """Screen digit images and say whether the classifier's answer can be trusted."""
     from edgeguard.errors import InputError
-    from edgeguard.preprocess import load_and_preprocess
+    from edgeguard.normalize import load_and_preprocess
 
     files, problems = expand_inputs(paths)
     for raw, problem in problems:
@@ -210,7 +209,7 @@ def detect(
 
 @app.command()
 def info(
-    bundle: Optional[Path] = typer.Option(None, "--bundle", help="Model bundle folder (default: the shipped one)."),
+    bundle: Path | None = typer.Option(None, "--bundle", help="Model bundle folder (default: the shipped one)."),
     providers: str = typer.Option("auto", "--providers", help="auto, cpu, cuda, or a comma-separated list."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
@@ -254,25 +253,25 @@ def webcam(
     source: str = typer.Option("0", "--source", "-s", help="Camera index (0, 1, ...), a video file or a stream URL."),
     no_display: bool = typer.Option(False, "--no-display", help="Open no window (automatic when there is no display)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per frame on stdout."),
-    record: Optional[Path] = typer.Option(None, "--record", help="Write the annotated video to this file (mp4v)."),
+    record: Path | None = typer.Option(None, "--record", help="Write the annotated video to this file (mp4v)."),
     max_digits: int = typer.Option(8, "--max-digits", min=1, max=64, help="Most digits screened per frame."),
     every: int = typer.Option(1, "--every", min=1, help="Screen every Nth frame (reuse the results in between)."),
     alpha: float = typer.Option(0.01, "--alpha", min=1e-6, max=0.5, help="False-alarm rate on clean digits."),
-    calibration: Optional[CalibrationChoice] = typer.Option(
+    calibration: CalibrationChoice | None = typer.Option(
         None, "--calibration", help="p-values calibrated on filmed digits (camera) or on 28x28 images (digits); "
                                     "default: camera when the bundle has that calibration, else digits."),
-    k: Optional[int] = typer.Option(None, "--k", min=1, max=1024, help="Samples per digit (default: the bundle's)."),
+    k: int | None = typer.Option(None, "--k", min=1, max=1024, help="Samples per digit (default: the bundle's)."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the latent sampling."),
     providers: str = typer.Option("auto", "--providers", help="auto, cpu, cuda, or a comma-separated list."),
-    bundle: Optional[Path] = typer.Option(None, "--bundle", help="Model bundle folder (default: the shipped one)."),
+    bundle: Path | None = typer.Option(None, "--bundle", help="Model bundle folder (default: the shipped one)."),
 ) -> None:
     """Screen the digits seen by a camera, in a video file or a stream, live: a box per digit, coloured by verdict.
 
     q or Esc in the window (or Ctrl-C) quits. Exit 0 when the video ends or you quit; 2 when the source
     cannot be opened or read, or the --record file cannot be written.
     """
-    from edgeguard.errors import InputError
     from edgeguard import webcam as cam
+    from edgeguard.errors import InputError
 
     display = not no_display
     if display:

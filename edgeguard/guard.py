@@ -116,7 +116,7 @@ class Guard:
     @classmethod
     def load(cls, bundle: str | os.PathLike[str] | None = None, providers: str | Sequence[str] = "auto",
              k: int | None = None, seed: int = 0, alpha: float = 0.01, threads: int = 1,
-             kernels: str = "numba", calibration: str = "digits") -> "Guard":
+             kernels: str = "numba", calibration: str = "digits") -> Guard:
         """Loads and verifies a bundle (None: the shipped one) and creates its onnxruntime sessions.
 
         ``kernels``: "numba" (compiled kernels; fastest per call, about a second to import) or "numpy"
@@ -176,7 +176,7 @@ class Guard:
 
     def screen_file(self, path: str | os.PathLike[str]) -> Verdict:
         """Loads an image file (PNG, JPEG, BMP, PGM, TIFF or .npy), makes it MNIST-style and screens it."""
-        from edgeguard.preprocess import load_and_preprocess
+        from edgeguard.normalize import load_and_preprocess
 
         image = load_and_preprocess(path)
         return self.screen(image, sources=[os.fspath(path)])[0]

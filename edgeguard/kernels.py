@@ -47,8 +47,9 @@ _configure_numba_cache()
 
 import numpy as np  # noqa: E402
 from numba import njit, prange  # noqa: E402
-from edgeguard.kernels_numpy import SCORE_NAMES  # noqa: E402  (numba-free: numpy only)
 from numba import types as nt  # noqa: E402
+
+from edgeguard.kernels_numpy import SCORE_NAMES  # noqa: E402  (numba-free: numpy only)
 
 __all__ = [
     "FASTMATH",

@@ -32,7 +32,7 @@ import numpy as np
 from edgeguard.bundle import read_manifest, shipped_bundle_path
 from edgeguard.errors import EdgeGuardError, InputError
 from edgeguard.guard import Verdict
-from edgeguard.preprocess import preprocess
+from edgeguard.normalize import preprocess
 
 __all__ = [
     "Box", "DigitResult", "FrameResult", "RunSummary", "SourceError", "RecordError", "Tracker",

@@ -33,7 +33,7 @@ def build_manifest(bundle_dir: Path, meta: dict, *, default_k: int = 10) -> dict
     return {
         "format_version": FORMAT_VERSION,
         "name": "edgeguard-mnist",
-        "created": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "created": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
         "models": models,
         "input": INPUT_SPEC,
         "latent_dim": int(cfg["latent_dim"]),

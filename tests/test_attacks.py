@@ -6,8 +6,8 @@ import torch
 from onnx import TensorProto, helper
 
 from edgeguard import kernels
-from edgeguard.kernels_numpy import conformal_p
 from edgeguard.guard import Guard
+from edgeguard.kernels_numpy import conformal_p
 from train import attacks as A
 from train.data import load_mnist
 from train.from_onnx import PARITY_TOLERANCE, OnnxModule, check_parity, load_shipped, parity

@@ -24,7 +24,7 @@ from hypothesis.extra import numpy as hnp
 from benchmarks import fuzz_decode
 from edgeguard.calibration import VERDICTS
 from edgeguard.errors import InputError
-from edgeguard.preprocess import load_and_preprocess, preprocess
+from edgeguard.normalize import load_and_preprocess, preprocess
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SUFFIXES = [".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm", ".pnm", ".npy"]
@@ -208,7 +208,7 @@ def test_fuzz_harness_short_run(guard):
 
 def test_fuzz_harness_finds_a_planted_bug(guard, monkeypatch):
     """The harness is not blind: a loader that crashes on some inputs is reported."""
-    from edgeguard import preprocess as pp
+    from edgeguard import normalize as pp
 
     real = pp.load_and_preprocess
 

@@ -1,4 +1,4 @@
-"""Tests for edgeguard.preprocess: loading image files safely and MNIST-style normalisation."""
+"""Tests for edgeguard.normalize: loading image files safely and MNIST-style normalisation."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from edgeguard.errors import InputError
-from edgeguard.preprocess import (
+from edgeguard.normalize import (
     MAX_PIXELS,
     SUPPORTED_SUFFIXES,
     load_and_preprocess,

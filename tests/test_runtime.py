@@ -12,11 +12,10 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from edgeguard import Guard, Verdict
+from edgeguard import Guard, Verdict, sessions
 from edgeguard.bundle import shipped_bundle_path
 from edgeguard.calibration import VERDICTS
 from edgeguard.errors import BundleError, ProviderError
-from edgeguard import sessions
 
 
 def test_clean_accuracy_through_the_runtime_matches_the_manifest(guard, mnist, test_screening):

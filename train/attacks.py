@@ -179,7 +179,7 @@ class DetectorSurrogate:
     temperature: dict[str, float]
 
     @classmethod
-    def from_calibration(cls, calibration, alpha: float) -> "DetectorSurrogate":
+    def from_calibration(cls, calibration, alpha: float) -> DetectorSurrogate:
         cal = {name: torch.from_numpy(np.asarray(calibration.scores[name], np.float32))
                for name in calibration.signals if name in CONTINUOUS}
         threshold = flag_threshold(np.asarray(calibration.combined, np.float32), alpha)
