@@ -150,6 +150,11 @@ class Guard:
     def manifest(self) -> dict:
         return self.bundle.manifest
 
+    @property
+    def sessions(self) -> dict:
+        """The onnxruntime session of each model, by name (for benchmarks that time one stage)."""
+        return dict(self._sessions)
+
     # -- the pipeline -------------------------------------------------------------------------
     def analyze(self, images, *, keep_recon: bool = False) -> Screening:
         """Runs the models and kernels; returns raw scores (no calibration needed)."""
