@@ -6,7 +6,7 @@ PY := $(BIN)/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test install install-dev fashion-mnist bundle calibrate calibrate-camera clean
+.PHONY: demo test lint install install-dev fashion-mnist bundle calibrate calibrate-camera clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +34,12 @@ demo: install
 	$(BIN)/edgeguard info
 	$(BIN)/edgeguard detect examples/
 
-test: install-dev fashion-mnist
+# Lint (ruff: style and import order) and type checks (mypy on edgeguard/); make test runs it first.
+lint: install-dev
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: lint fashion-mnist
 	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
 
 # Retrain and re-export the shipped bundle from scratch (about 29 minutes on 2 CPU cores: 25 to train, 4 to export,
