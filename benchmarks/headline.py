@@ -40,7 +40,8 @@ def rows(manifest: Mapping[str, Any]) -> list[list[str]]:
     export, robust = "`python -m export`", "`python -m benchmarks.robustness`"
     parity = max(m["onnx_parity_max_abs"].values())
     out = [
-        ["classifier clean accuracy", ">= 99.3%", _pct(m["clean_accuracy"]), _meets(m["clean_accuracy"], 0.993), export],
+        ["classifier clean accuracy", ">= 99.3%", _pct(m["clean_accuracy"]), _meets(m["clean_accuracy"], 0.993),
+         export],
         ["purified accuracy (majority label over K=10 reconstructions)", ">= 99.0%", _pct(m["purified_accuracy"]),
          _meets(m["purified_accuracy"], 0.99), export],
         ["test images whose 10 reconstructions all get one label", ">= 98%", _pct(m["unanimous_share"]),
