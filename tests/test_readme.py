@@ -1,0 +1,51 @@
+"""The README matches what the code generates: the headline table and the layout table."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from benchmarks import headline
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+PACKAGES = ("edgeguard", "train", "export", "benchmarks")
+
+
+def test_headline_table_is_the_one_the_manifest_gives():
+    expected = headline.render_block(headline.load_manifest())
+    assert expected in README, "README's headline table is stale: run python -m benchmarks.headline"
+
+
+def test_headline_table_flags_a_missed_target():
+    manifest = headline.load_manifest()
+    manifest["metrics"] = dict(manifest["metrics"], clean_accuracy=0.98)
+    row = next(r for r in headline.rows(manifest) if r[0] == "classifier clean accuracy")
+    assert row[2:4] == ["98.00%", "**missed**"]
+
+
+def _layout_paths() -> set[str]:
+    section = README.split("## Layout", 1)[1]
+    return set(re.findall(r"^\| `([^`]+)` \|", section, flags=re.MULTILINE))
+
+
+def _modules() -> set[str]:
+    found = set()
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            if path.name in ("__init__.py", "__main__.py") and path.parent.name in PACKAGES:
+                continue
+            relative = path.relative_to(ROOT)
+            if path.name == "__init__.py":  # a subpackage is listed as its folder
+                found.add(f"{relative.parent}/")
+            elif path.name != "__main__.py":
+                found.add(str(relative))
+    return found
+
+
+def test_layout_table_lists_every_module_and_nothing_else():
+    listed, modules = _layout_paths(), _modules()
+    listed_modules = {p for p in listed if p.endswith(".py") or p.rstrip("/").split("/")[0] in PACKAGES}
+    assert modules - listed_modules == set(), "modules missing from the README's layout table"
+    missing_on_disk = {p for p in listed if not (ROOT / p).exists()}
+    assert missing_on_disk == set(), "paths in the README's layout table that do not exist"
