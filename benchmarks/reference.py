@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edgeguard.contract import SIDE
+
 CHECKPOINT_FILES = ("vae.pt", "classifier.pt", "train_meta.json")
 
 
@@ -71,7 +73,7 @@ class TorchReference:
         x = torch.from_numpy(np.asarray(images))
         if x.dtype == torch.uint8:
             x = x.float() / 255.0
-        return x.reshape(-1, 1, 28, 28)
+        return x.reshape(-1, 1, SIDE, SIDE)
 
     @torch.no_grad()
     def screen(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
