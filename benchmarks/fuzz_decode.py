@@ -17,11 +17,12 @@ A *finding* is any of:
   which ``edgeguard detect`` users would see as stray lines;
 - ``warning``: a Python warning (e.g. numpy's RuntimeWarning).
 
-Engines: ``atheris`` (libFuzzer's mutations, guided by the coverage of ``edgeguard.normalize``'s Python
-code; OpenCV's C++ decoders are not instrumented, so they are fuzzed blind) and ``mutate`` (seeded random
+Engines: ``atheris`` (libFuzzer's mutations, guided by the coverage of the Python loading code:
+``edgeguard.decode``, ``edgeguard.headers`` and ``edgeguard.normalize``; OpenCV's C++ decoders are not
+instrumented, so they are fuzzed blind) and ``mutate`` (seeded random
 byte mutations: flips, interesting integers in headers, truncation, splicing, and PNG chunks whose CRCs are
 fixed afterwards so the mutation reaches libpng instead of stopping at the CRC check). Both start from small
-valid files of every supported format and from the malformed corpus of tests/corpus/make_corpus.py.
+valid files of every supported format and from the malformed corpus of benchmarks/corpus.py.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeguard.contract import SIDE
+
 SUFFIXES = (".png", ".jpg", ".bmp", ".tif", ".pgm", ".ppm", ".pnm", ".npy")
 INTERESTING = (0, 1, 2, 0x7F, 0x80, 0xFF, 0x100, 0x7FFF, 0x8000, 0xFFFF, 0x10000, 40_000, 100_000,
                0x7FFFFFFF, 0x80000000, 0xFFFFFFFF)
@@ -53,8 +56,7 @@ def seeds() -> list[tuple[str, bytes]]:
     """(suffix, bytes): small valid files of every supported format, and the malformed corpus."""
     import cv2
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from tests.corpus.make_corpus import make_corpus, seven
+    from benchmarks.corpus import make_corpus, seven
 
     digit = seven(40, 30)
     colour = cv2.cvtColor(digit, cv2.COLOR_GRAY2BGR)
@@ -202,7 +204,7 @@ class Target:
         self.slowest_s = max(self.slowest_s, elapsed)
         if image is not None:
             self.counts["accepted"] += 1
-            if not (isinstance(image, np.ndarray) and image.shape == (28, 28) and image.dtype == np.float32
+            if not (isinstance(image, np.ndarray) and image.shape == (SIDE, SIDE) and image.dtype == np.float32
                     and np.isfinite(image).all() and image.min() >= 0 and image.max() <= 1):
                 problem = ("bad_output", f"{type(image).__name__} {getattr(image, 'shape', '')}")
             else:
@@ -292,8 +294,8 @@ def _atheris(seconds: float, out: Path | None, slow_s: float, screen: bool, prin
     """libFuzzer through atheris; ends the process itself when the time is up (exit 1 on findings)."""
     import atheris
 
-    with atheris.instrument_imports(include=["edgeguard.normalize"]):
-        import edgeguard.normalize  # noqa: F401
+    with atheris.instrument_imports(include=["edgeguard.normalize", "edgeguard.decode", "edgeguard.headers"]):
+        import edgeguard.normalize  # noqa: F401  (imports edgeguard.decode and edgeguard.headers)
     guard = _guard() if screen else None
     pool = seeds()
     folder = Path(tempfile.mkdtemp(prefix="fuzz_decode_"))

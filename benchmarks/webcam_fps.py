@@ -43,11 +43,12 @@ import cv2
 import numba
 import numpy as np
 
+from benchmarks import videos
 from edgeguard import webcam as cam
 from edgeguard.guard import Guard
 from edgeguard.normalize import preprocess
+from edgeguard.webcam.regions import crop_region, digit_regions, frame_gray
 from export import filming
-from tests import videos
 
 
 def pin_one_core() -> int | None:
@@ -88,9 +89,9 @@ def measure(guard: Guard, frames: list[np.ndarray], repeats: int) -> dict:
             found.append(len(results))
             # The same work again, stage by stage (webcam's internals, timed separately).
             t0 = time.perf_counter()
-            gray, labels, regions = cam._regions(cam._gray(frame), 8)
+            gray, labels, regions = digit_regions(frame_gray(frame), 8)
             t1 = time.perf_counter()
-            images = [preprocess(cam._crop(gray, labels, box, members)) for box, members in regions]
+            images = [preprocess(crop_region(gray, labels, box, members)) for box, members in regions]
             t2 = time.perf_counter()
             if images:
                 guard.screen(np.stack(images))

@@ -1,6 +1,6 @@
 """Hardening (issue 7): malformed inputs, bundle integrity, concurrency, memory, determinism, webcam.
 
-The corpus comes from tests/corpus/make_corpus.py; the heavier versions of these checks are in
+The corpus comes from benchmarks/corpus.py; the heavier versions of these checks are in
 `python -m benchmarks.reliability`, which shares the helpers used here.
 """
 
@@ -18,12 +18,12 @@ import pytest
 from typer.testing import CliRunner
 
 from benchmarks import reliability as rel
+from benchmarks.corpus import CASES, MARKER, SKIPPED, make_corpus
 from edgeguard import Guard, Verdict
 from edgeguard.bundle import load_bundle, onnx_signature, shipped_bundle_path
 from edgeguard.cli import app
 from edgeguard.errors import BundleError, InputError
 from edgeguard.normalize import load_and_preprocess
-from tests.corpus.make_corpus import CASES, MARKER, SKIPPED, make_corpus
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -159,7 +159,7 @@ def test_decoder_warnings_never_reach_stderr(tmp_path, capfd):
 
 def test_output_of_other_threads_is_not_swallowed_by_decoding(tmp_path, capfd):
     """fd 2 is redirected while a decoder runs; what is not a decoder message is written back."""
-    from edgeguard import normalize as pp
+    from edgeguard import decode as pp
 
     with pp._decoder_messages() as messages:
         os.write(2, b"libpng warning: iCCP: known incorrect sRGB profile\n")

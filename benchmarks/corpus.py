@@ -3,10 +3,10 @@
 ``make_corpus(dest)`` writes every case into ``dest`` and returns ``{case name: path}``; ``CASES``
 says what each case is and what EdgeGuard must do with it. Runnable as a script:
 
-    python tests/corpus/make_corpus.py DEST      # writes the corpus, prints one line per case
+    python -m benchmarks.corpus DEST      # writes the corpus, prints one line per case
 
-Nothing here is kept in git: the tests and ``benchmarks/reliability.py`` generate the files into a
-temporary folder. Pillow (a dependency of matplotlib, in the ``train`` extra) builds the palette PNG,
+Nothing here is kept in git: the tests, ``benchmarks.reliability`` and ``benchmarks.fuzz_decode`` generate
+the files into a temporary folder. Pillow (a dependency of matplotlib, in the ``train`` extra) builds the palette PNG,
 the CMYK JPEG and the animated GIF; without it the CMYK case is left out (``make_corpus`` says so in
 ``SKIPPED``) and the GIF is written from a handcrafted byte string.
 
@@ -33,6 +33,8 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+from edgeguard.contract import SIDE
 
 MARKER = "UNPICKLED"
 """File that loading ``object.npy`` with pickle would create (in the corpus folder)."""
@@ -115,9 +117,9 @@ def seven(height: int = 80, width: int = 60, paper: int = 225, ink: int = 25) ->
 
 
 def mnist_style() -> np.ndarray:
-    """A 28x28 uint8 "0": white ink on black, inside the 20x20 box."""
-    image = np.zeros((28, 28), np.uint8)
-    cv2.ellipse(image, (14, 14), (5, 8), 0, 0, 360, 255, 2, cv2.LINE_AA)
+    """A SIDE x SIDE (28x28) uint8 "0": white ink on black, inside the 20x20 box."""
+    image = np.zeros((SIDE, SIDE), np.uint8)
+    cv2.ellipse(image, (SIDE // 2, SIDE // 2), (5, 8), 0, 0, 360, 255, 2, cv2.LINE_AA)
     return image
 
 
@@ -176,9 +178,9 @@ def _build(name: str, path: pathlib.Path, dest: pathlib.Path) -> bool:
     elif name == "all_white":
         path.write_bytes(_encode(".png", np.full((64, 64), 255, np.uint8)))
     elif name == "npy_wrong_shape":
-        np.save(path, np.zeros((3, 28, 28), np.uint8))
+        np.save(path, np.zeros((3, SIDE, SIDE), np.uint8))
     elif name == "npy_wrong_dtype":
-        np.save(path, np.zeros((28, 28), np.complex64))
+        np.save(path, np.zeros((SIDE, SIDE), np.complex64))
     elif name == "npy_nan":
         array = mnist_style().astype(np.float32) / 255
         array[3, 3] = np.nan
@@ -243,7 +245,7 @@ def make_corpus(dest: str | os.PathLike[str]) -> dict[str, pathlib.Path]:
 
 def _main(argv: list[str]) -> int:
     if len(argv) != 1:
-        print("usage: python tests/corpus/make_corpus.py DEST", file=sys.stderr)
+        print("usage: python -m benchmarks.corpus DEST", file=sys.stderr)
         return 2
     for name, path in make_corpus(argv[0]).items():
         case = CASES[name]

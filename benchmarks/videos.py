@@ -1,5 +1,5 @@
-"""Test-side helpers for the synthetic webcam videos: which digits to film, matching found boxes to the
-filmed items, and read / flag rates.
+"""Evaluation helpers for the synthetic webcam videos: which digits to film, matching found boxes to the
+filmed items, and read / flag rates. Used by ``benchmarks/webcam_fps.py`` and the webcam tests.
 
 The videos themselves (scenes of digits, superimposed pairs and non-digits on paper, filmed by a shaky,
 blurry, noisy camera) come from ``export/filming.py``, which the camera calibration uses too.
@@ -65,7 +65,7 @@ def rates(rows: list[Appearance]) -> dict:
                               for v in ("clean", "adversarial", "out_of_distribution", "uncertain")}}
         if kind == "digit":
             entry["read"] = round(sum(a.result.stable_label == a.item.label for a in found) / n, 4)
-            entry["read_this_frame"] = round(sum(a.result.verdict.label == a.item.label for a in found) / n, 4)
+            entry["read_this_frame"] = round(sum(a.result.screening.label == a.item.label for a in found) / n, 4)
         else:
             groups: dict[str, list[Appearance]] = {}
             for a in chosen:
