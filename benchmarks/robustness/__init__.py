@@ -1,0 +1,22 @@
+"""python -m benchmarks.robustness [--quick] [--out reports] [--bundle DIR]: the robustness lab.
+
+Regenerates reports/robustness.md and reports/figures/*.png from a model bundle (default: the shipped
+one), screening everything through the real runtime (edgeguard.Guard, onnxruntime, K samples):
+
+- attacks on the bundle's own classifier weights (train.from_onnx): FGSM, L-BFGS, PGD-Linf, C&W-L2;
+- Experiment A: consistency under sampling and detection, per attack;
+- out-of-distribution detection (Fashion-MNIST, noise, inverted digits, rendered letters/symbols);
+- Experiment B: confidence vs reconstruction loss, calibration (ECE, temperature), risk-coverage;
+- the signal-combination candidates behind the verdict;
+- an adaptive (detector-aware, EOT) attack.
+
+Without --quick, on the shipped bundle, it also writes the headline numbers into the manifest
+(manifest["robustness"]). --quick runs a few hundred images, for the tests.
+
+Modules: ``measure`` (the experiments), ``metrics`` (AUROC, ECE and the like), ``report`` (the markdown,
+its figures and the manifest's headline numbers), ``run`` (the command line: the stages in order).
+"""
+
+from benchmarks.robustness.run import main
+
+__all__ = ["main"]

@@ -1,0 +1,157 @@
+"""python -m benchmarks.robustness: the lab's stages in order, then the report, the figures and (full runs
+on the shipped bundle) the manifest's headline numbers."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from tqdm import tqdm
+
+from benchmarks.robustness import __doc__ as DOC
+from benchmarks.robustness.measure import (
+    FGSM_EPS,
+    SIZES,
+    AttackResult,
+    Lab,
+    adaptive,
+    experiment_b,
+    log,
+    ood_sets,
+    run_attack,
+    screen,
+    signal_choice,
+)
+from benchmarks.robustness.report import make_figures, write_report
+from edgeguard.bundle import shipped_bundle_path
+from edgeguard.contract import SIDE
+from edgeguard.guard import Guard
+from train import attacks as A
+from train.data import load_mnist
+from train.from_onnx import check_parity, load_shipped
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.robustness", description=DOC.splitlines()[0])
+    parser.add_argument("--bundle", type=Path, default=None, help="model bundle (default: the shipped one)")
+    parser.add_argument("--out", type=Path, default=ROOT / "reports", help="folder for robustness.md and figures/")
+    parser.add_argument("--quick", action="store_true", help="a few hundred images (for tests)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2, help="onnxruntime and torch threads")
+    parser.add_argument("--no-manifest", action="store_true", help="never write manifest['robustness']")
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="multiply the full run's image counts (e.g. 0.25 on a busy machine); the manifest is "
+                             "only written at scale 1")
+    args = parser.parse_args(argv)
+    t_start = time.perf_counter()
+    torch.set_num_threads(max(1, args.threads))
+    bundle = (args.bundle or shipped_bundle_path()).resolve()
+    sizes = dict(SIZES["quick" if args.quick else "full"])
+    if not 0.0 < args.scale <= 1.0:
+        parser.error(f"--scale must be in (0, 1], got {args.scale}")
+    if args.scale != 1.0:
+        for key in ("clean", "attack", "cw", "lbfgs", "ood", "adaptive", "calib", "unbounded"):
+            sizes[key] = max(10, int(round(sizes[key] * args.scale)))
+    guard = Guard.load(bundle, providers="cpu", threads=args.threads)
+    if guard.calibration is None:
+        raise SystemExit(f"{bundle}: the bundle is not calibrated; run `python -m export.calibrate` first")
+    guard.warmup()
+    models = load_shipped(bundle)
+    data = load_mnist()
+    out = args.out
+    fig_dir = out / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    lab = Lab(guard, models, sizes, args.seed, fig_dir)
+    R: dict = {"sizes": sizes, "bundle": str(bundle), "quick": args.quick, "scale": args.scale}
+
+    # -- parity ---------------------------------------------------------------------------------
+    R["parity"] = check_parity(models, data.test_x[:256])
+
+    # -- clean screening ---------------------------------------------------------------------------
+    t0 = time.perf_counter()
+    n_clean = min(sizes["clean"], len(data.test_x))
+    test_x = data.test_x[:n_clean].astype(np.float32) / 255.0
+    test_y = data.test_y[:n_clean].astype(np.int64)
+    log(f"screening {n_clean} clean test images ...")
+    clean = screen(guard, test_x)
+    calib_x = data.val_x[: sizes["calib"]].astype(np.float32) / 255.0
+    calib = screen(guard, calib_x)
+    lab.timings["clean screening"] = time.perf_counter() - t0
+
+    # -- attacks ------------------------------------------------------------------------------------
+    clf = models.classifier
+    n_att = min(sizes["attack"], n_clean)
+    x_t = torch.from_numpy(test_x[:n_att]).unsqueeze(1)
+    y_t = torch.from_numpy(test_y[:n_att])
+    correct = clean.s.label[:n_att] == test_y[:n_att]
+    attacks: dict[str, AttackResult] = {}
+    t0 = time.perf_counter()
+    for eps in FGSM_EPS:
+        attacks[f"FGSM eps={eps}"] = run_attack(
+            f"FGSM eps={eps}", lambda p, e=eps: A.fgsm(clf, x_t, y_t, e), lab, x_t, y_t, correct)
+    attacks["PGD-Linf eps=0.3"] = run_attack(
+        "PGD-Linf eps=0.3", lambda p: A.pgd_linf(clf, x_t, y_t, eps=0.3, steps=40, step_size=0.01,
+                                                 seed=args.seed, batch=500, progress=p), lab, x_t, y_t, correct)
+    n_cw = min(sizes["cw"], n_att)
+    attacks["C&W-L2"] = run_attack(
+        "C&W-L2", lambda p: A.cw_l2(clf, x_t[:n_cw], y_t[:n_cw], c=10.0, kappa=0.0, steps=sizes["cw_steps"], lr=0.05,
+                                    batch=500, progress=p), lab, x_t[:n_cw], y_t[:n_cw], correct[:n_cw])
+    n_lb = min(sizes["lbfgs"], n_att)
+    targets = A.random_targets(y_t[:n_lb], seed=args.seed)
+    attacks["L-BFGS (targeted)"] = run_attack(
+        "L-BFGS (targeted)", lambda p: A.lbfgs(clf, x_t[:n_lb], targets, search_steps=sizes["lbfgs_search"],
+                                               maxiter=sizes["lbfgs_iter"], progress=p), lab, x_t[:n_lb],
+        y_t[:n_lb], correct[:n_lb], targets=targets)
+    lab.timings["attacks + screening"] = time.perf_counter() - t0
+
+    # sanity: unbounded eps, iterative vs single step
+    n_ub = min(sizes["unbounded"], n_att)
+    adv_ub = A.pgd_linf(clf, x_t[:n_ub], y_t[:n_ub], eps=1.0, steps=40, step_size=0.05, seed=args.seed)
+    ub_ok = correct[:n_ub]
+    R["unbounded_success"] = float(np.mean(A.predict(clf, adv_ub).numpy()[ub_ok] != test_y[:n_ub][ub_ok]))
+
+    # -- OOD ----------------------------------------------------------------------------------------
+    t0 = time.perf_counter()
+    ood_x = ood_sets(sizes["ood"], data.test_x, args.seed)
+    ood = {name: screen(guard, xs) for name, xs in tqdm(ood_x.items(), desc="OOD", file=sys.stderr, leave=False)}
+    lab.timings["OOD"] = time.perf_counter() - t0
+
+    # -- Experiment B -------------------------------------------------------------------------------
+    t0 = time.perf_counter()
+    session = ort.InferenceSession(str(models.paths["classifier"]), providers=["CPUExecutionProvider"])
+    logits_test = np.concatenate([session.run(None, {"image": test_x[i:i + 1000].reshape(-1, 1, SIDE, SIDE)})[0]
+                                  for i in range(0, n_clean, 1000)])
+    logits_cal = np.concatenate([session.run(None, {"image": calib_x[i:i + 1000].reshape(-1, 1, SIDE, SIDE)})[0]
+                                 for i in range(0, len(calib_x), 1000)])
+    B = experiment_b(clean, test_y, logits_test, logits_cal, data.val_y[: len(calib_x)].astype(np.int64), fig_dir)
+    lab.timings["Experiment B"] = time.perf_counter() - t0
+
+    # -- signal choice ------------------------------------------------------------------------------
+    t0 = time.perf_counter()
+    S = signal_choice(guard, calib, clean, attacks, ood)
+    lab.timings["signal choice"] = time.perf_counter() - t0
+
+    # -- adaptive -------------------------------------------------------------------------------------
+    t0 = time.perf_counter()
+    AD = adaptive(lab, x_t, y_t, correct, attacks)
+    lab.timings["adaptive attack"] = time.perf_counter() - t0
+
+    # -- figures and report -------------------------------------------------------------------------
+    figures = make_figures(lab, clean, test_x, test_y, attacks, ood, ood_x, fig_dir)
+    R["seconds"] = time.perf_counter() - t_start
+    text, headline = write_report(lab, R, clean, test_y, attacks, ood, B, S, AD, figures, out)
+    (out / "robustness.md").write_text(text)
+    log(f"wrote {out / 'robustness.md'} in {R['seconds']:.0f}s")
+    if not args.quick and args.scale == 1.0 and not args.no_manifest and bundle == shipped_bundle_path().resolve():
+        from export import manifest as manifest_io
+
+        manifest_io.update(bundle, robustness=headline)
+        log(f"wrote manifest['robustness'] in {bundle}")
+    return 0
