@@ -17,6 +17,7 @@ from benchmarks.latency import common as C
 from benchmarks.latency import measure, roofline
 from edgeguard import kernels as K
 from edgeguard import kernels_numpy as KN
+from edgeguard.contract import PARITY_TOLERANCE
 from edgeguard.guard import as_batch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,16 +101,29 @@ def test_quick_stages_and_kernels(quick):
 
 @pytest.mark.slow
 def test_quick_reference_roofline_targets(quick):
+    """The PyTorch reference runs on a fresh clone: its weights come from the shipped ONNX files, not checkpoints."""
     r = quick.result
     ref = r["reference"]
-    if ref["skipped"]:
-        assert ref["reason"]
+    if r["machine"]["versions"]["torch"] is None or r["machine"]["versions"]["onnx"] is None:
+        assert ref["skipped"] and "is not installed" in ref["reason"]
     else:
-        (row,) = ref["rows"]
-        assert row["batch"] == 1 and row["threads"] == 1
-        assert all(positive(row[f]) for f in ("runtime_ms", "torch_ms", "numpy_post_ms", "speedup_vs_torch",
-                                               "speedup_vs_numpy_post"))
-        assert set(ref["parity"]) == {"max_abs_mu_difference", "input_label_agreement", "same_weights"}
+        assert ref["skipped"] is False, ref["reason"]
+        assert [(row["batch"], row["threads"]) for row in ref["rows"]] == [(b, 1) for b in C.QUICK.ref_batches]
+        for row in ref["rows"]:
+            assert all(positive(row[f]) for f in ("runtime_ms", "torch_ms", "numpy_post_ms", "speedup_vs_torch",
+                                                   "speedup_vs_numpy_post"))
+        parity = ref["parity"]
+        assert parity["same_weights"] is True and parity["input_label_agreement"] == 1.0
+        assert parity["max_abs_mu_difference"] <= parity["tolerance"] == PARITY_TOLERANCE
+        assert set(parity["onnx_max_abs_difference"]) == {"encoder", "decoder", "classifier"}
+        assert max(parity["onnx_max_abs_difference"].values()) <= PARITY_TOLERANCE
+        assert parity["onnx_parity_images"] >= 256
+        assert "ONNX" in ref["weights"]
+        targets = {t["key"]: t for t in r["targets"]}
+        rows = {row["batch"]: row for row in ref["rows"]}
+        assert targets["speedup_torch_b1"]["measured"] == rows[1]["speedup_vs_torch"]
+        assert targets["speedup_torch_b256"]["measured"] == rows[256]["speedup_vs_torch"]
+        assert "PyTorch reference: skipped" not in quick.docs and "batch 256: " in quick.docs
     rf = r["roofline"]
     if rf["skipped"]:
         assert rf["reason"]
@@ -153,13 +167,6 @@ def test_reference_skipped_without_torch(tmp_path):
     assert "torch is not installed" in r["reference"]["reason"]
     assert r["single"]["skipped"] and "not selected" in r["single"]["reason"]
     assert {t["status"] for t in r["targets"]} == {"SKIP"}
-
-
-def test_reference_skipped_without_checkpoints(tmp_path):
-    args = SimpleNamespace(run=str(tmp_path / "no-run"), bundle=None)
-    out = measure.section_reference(args, C.QUICK)
-    assert out["skipped"] is True
-    assert "no PyTorch checkpoints" in out["reason"] or "torch is not installed" in out["reason"]
 
 
 def test_latency_benchmark_imports_nothing_from_tests():
@@ -370,25 +377,91 @@ def test_torch_reference_matches_exported_onnx(tmp_path):
     assert out["labels"].shape == (6, 4) and out["recon_mse"].shape == (6,)
 
 
-@pytest.mark.slow
-def test_reference_section_with_untrained_checkpoints(tmp_path):
-    """The reference section end to end where no training run is at hand: untrained checkpoints of the shipped
-    architecture time the same work (their weights are not the bundle's, and the parity says so)."""
+def test_reference_is_built_from_the_shipped_onnx():
+    """No checkpoint needed: train.models' modules get the bundle's ONNX weights (BatchNorm folded on export ->
+    identities) and compute what onnxruntime computes, model by model and through a whole screening."""
     torch = pytest.importorskip("torch")
-    from edgeguard.bundle import load_bundle
-    from train.models import VAE, Classifier
-    from train.trainer import CLASSIFIER_FILE, META_FILE, VAE_FILE
+    pytest.importorskip("onnx")
+    from benchmarks.reference import TorchReference
+    from edgeguard.guard import Guard
+    from train.models import Decoder, Encoder
 
-    config = load_bundle(None).manifest["provenance"]["training_config"]
-    torch.manual_seed(0)
-    vae = VAE(config["latent_dim"], config["vae_width"], config["encoder_width"])
-    torch.save(vae.state_dict(), tmp_path / VAE_FILE)
-    torch.save(Classifier().state_dict(), tmp_path / CLASSIFIER_FILE)
-    (tmp_path / META_FILE).write_text(json.dumps({"config": config}))
-    out = measure.section_reference(SimpleNamespace(run=str(tmp_path), bundle=None), C.QUICK)
-    assert out["skipped"] is False, out["reason"]
-    (row,) = out["rows"]
-    assert all(positive(row[f]) for f in ("runtime_ms", "torch_ms", "numpy_post_ms", "speedup_vs_torch",
-                                           "speedup_vs_numpy_post"))
-    assert out["parity"]["same_weights"] is False
-    assert set(out["variants"]) == {"runtime", "torch", "numpy_post"}
+    reference = TorchReference.from_bundle(None, k=C.K_BATCH)
+    assert set(reference.parity) == {"encoder", "decoder", "classifier"}
+    assert max(reference.parity.values()) <= PARITY_TOLERANCE and reference.parity_images >= 256
+    assert isinstance(reference.encoder, Encoder) and isinstance(reference.decoder, Decoder)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in reference.clf.modules())
+    images = C.synthetic_digits(32, seed=3)
+    out = reference.screen(reference.to_tensor(images))
+    guard = Guard.load(providers="cpu", k=C.K_BATCH)
+    mu, _ = guard.sessions["encoder"].run(None, {"image": as_batch(images).reshape(-1, 1, 28, 28)})
+    np.testing.assert_allclose(out["mu"].numpy(), mu, atol=PARITY_TOLERANCE)
+    np.testing.assert_array_equal(out["label"].numpy(), guard.analyze(images).label)
+    assert out["labels"].shape == (32, C.K_BATCH)
+
+
+def test_reference_parity_on_mnist(mnist):
+    """The ONNX-loaded modules against onnxruntime on 300 real MNIST test digits (K=10 latents each)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    from benchmarks.reference import modules_from_bundle, onnx_parity
+
+    vae, clf, bundle = modules_from_bundle(None)
+    parity = onnx_parity(vae, clf, bundle.models, mnist.test_x[:300], k=10)
+    assert max(parity.values()) <= PARITY_TOLERANCE, parity
+
+
+def test_reference_refuses_weights_that_do_not_reproduce_onnxruntime(monkeypatch):
+    """A reference that is not the bundle's network is refused, by the constructor and so by the section."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    from benchmarks import reference as R
+
+    build = R.modules_from_bundle
+
+    def off_by_a_little(bundle=None):
+        vae, clf, loaded = build(bundle)
+        with torch.no_grad():
+            vae.decoder.net[2].bias += 1e-3  # a stale checkpoint, a wrong layer order: anything but these weights
+        return vae, clf, loaded
+
+    monkeypatch.setattr(R, "modules_from_bundle", off_by_a_little)
+    with pytest.raises(R.ParityError, match="decoder"):
+        R.TorchReference.from_bundle(None, k=4, images=C.synthetic_digits(16, seed=0))
+    out = measure.section_reference(SimpleNamespace(bundle=None), C.QUICK)
+    assert out["skipped"] is True and "ParityError" in out["reason"]
+
+
+def test_onnx_weights_that_do_not_fit_the_module_are_refused():
+    pytest.importorskip("torch")
+    onnx = pytest.importorskip("onnx")
+    from benchmarks.reference import WeightMappingError, load_onnx_weights
+    from train.models import Classifier, Decoder
+
+    with pytest.raises(WeightMappingError, match="shape"):  # 48 hidden units, the module has 512
+        load_onnx_weights(onnx.load_from_string(mlp_decoder(16)), Decoder(16, 512), "decoder")
+    for graph in (mlp_decoder(16), strided_classifier(8)):  # other layers; one BatchNorm left unfused, not three
+        with pytest.raises(WeightMappingError, match="do not match"):
+            load_onnx_weights(onnx.load_from_string(graph), Classifier(8), "classifier")
+
+
+def test_folded_batchnorm_round_trip(tmp_path):
+    """A Classifier with non-trivial BatchNorm statistics, exported (BatchNorm folded into the convolutions) and
+    loaded back into a fresh Classifier: the same logits."""
+    torch = pytest.importorskip("torch")
+    onnx = pytest.importorskip("onnx")
+    from benchmarks.reference import load_onnx_weights
+    from export.onnx_export import export_models
+    from train.models import VAE, Classifier
+
+    torch.manual_seed(1)
+    clf = Classifier(8)
+    with torch.no_grad():
+        for m in clf.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 2.0), m.bias.normal_(), m.running_mean.normal_(), m.running_var.uniform_(0.5, 2)
+    paths = export_models(VAE(), clf.eval(), tmp_path)
+    loaded = load_onnx_weights(onnx.load(str(paths["classifier"])), Classifier(8), "classifier")
+    x = torch.rand(16, 1, 28, 28)
+    with torch.no_grad():
+        np.testing.assert_allclose(loaded(x).numpy(), clf(x).numpy(), atol=PARITY_TOLERANCE)

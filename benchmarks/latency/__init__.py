@@ -24,8 +24,8 @@ Sections (``--sections`` picks some):
   (edgeguard/kernels_numpy.py), and whether a numpy-backend Guard gives the numba Guard's verdicts.
 - ``reference``: the same weights in PyTorch eager (benchmarks/reference.py) and the numpy backend
   (``Guard.load(kernels="numpy")``: onnxruntime with NumPy post-processing), measured interleaved with the runtime
-  in the same process (rounds of A B C, medians). Needs torch and the training checkpoints (``--run``); skipped,
-  with the reason, when they are absent.
+  in the same process (rounds of A B C, medians). Needs torch and onnx: the weights are read from the
+  bundle's ONNX files and checked against onnxruntime; skipped, with the reason, when either is absent.
 - ``roofline``: FLOPs per screened image counted from the ONNX graphs (Conv, ConvTranspose, Gemm, MatMul; needs
   the ``onnx`` package) against this machine's single-core float32 matmul GFLOP/s.
 

@@ -23,7 +23,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--json", action="store_true", help="print the results as JSON (and nothing else) on stdout")
     p.add_argument("--out", type=Path, help="write a markdown report here (e.g. reports/latency.md)")
     p.add_argument("--docs", type=Path, help="write the README performance section here (e.g. docs/performance.md)")
-    p.add_argument("--run", default="runs/bundle", help="training run with the PyTorch checkpoints (reference)")
     p.add_argument("--bundle", default=None, help="model bundle folder (default: the shipped one)")
     p.add_argument("--sections", default=",".join(SECTIONS),
                    help=f"comma-separated subset of: {', '.join(SECTIONS)}")

@@ -62,7 +62,7 @@ FULL = Plan(single_calls=2000, single_warmup=100, batches=(1, 8, 64, 256, 1024),
             ref_rounds=31, round_s=0.06, matmul_repeats=30)
 QUICK = Plan(single_calls=150, single_warmup=20, batches=(1, 64), batch_min_s=0.1, batch_min_calls=2,
              cold_warm_runs=1, cold_empty_runs=0, stage_calls=40, stage_batches=(1,),
-             kernel_batches=(1,), kernel_rounds=3, ref_batches=(1,), ref_all_core_batches=(),
+             kernel_batches=(1,), kernel_rounds=3, ref_batches=(1, 256), ref_all_core_batches=(),
              ref_rounds=3, round_s=0.03, matmul_repeats=5)
 
 

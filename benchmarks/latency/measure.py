@@ -324,20 +324,20 @@ def section_reference(args, plan: Plan) -> dict:
         import torch
     except ImportError:
         return skipped("torch is not installed (runtime-only install): reference not measured")
-    from benchmarks.reference import TorchReference, missing_checkpoints
-
-    run = Path(args.run)
-    missing = missing_checkpoints(run)
-    if missing:
-        return skipped(f"no PyTorch checkpoints in {run} (missing {', '.join(missing)}): reference not measured")
     try:
-        from edgeguard.bundle import load_bundle
-        from edgeguard.calibration import Calibration
+        import onnx  # noqa: F401  (the reference's weights are read from the bundle's graphs)
+    except ImportError:
+        return skipped("onnx is not installed (it reads the weights from the bundle): reference not measured")
+    from benchmarks.reference import WEIGHTS, ParityError, TorchReference, WeightMappingError
+    from edgeguard.bundle import load_bundle
+    from edgeguard.calibration import Calibration
 
-        entry = load_bundle(args.bundle).calibration
-        reference = TorchReference.load(run, k=K_BATCH, calibration=Calibration.from_manifest(entry) if entry else None)
-    except Exception as e:  # a checkpoint from another architecture, a broken file: say so and go on
-        return skipped(f"could not load the checkpoints in {run}: {type(e).__name__}: {e}")
+    entry = load_bundle(args.bundle).calibration
+    try:  # the training modules with the bundle's weights, checked against onnxruntime
+        reference = TorchReference.from_bundle(args.bundle, k=K_BATCH,
+                                               calibration=Calibration.from_manifest(entry) if entry else None)
+    except (WeightMappingError, ParityError) as e:  # a bundle of another architecture: say so and go on
+        return skipped(f"refused: {type(e).__name__}: {e}")
 
     images = synthetic_digits(max(plan.ref_batches + plan.ref_all_core_batches), seed=5)
     torch_threads_before = torch.get_num_threads()
@@ -371,8 +371,8 @@ def section_reference(args, plan: Plan) -> dict:
                         f"{row['numpy_post_ms']:.3f} ms ({row['speedup_vs_numpy_post']:.2f}x)")
     finally:
         torch.set_num_threads(torch_threads_before)
-    return {"skipped": False, "reason": None, "run": str(run), "torch_threads": "matched to onnxruntime's",
-            "parity": parity, "rows": rows,
+    return {"skipped": False, "reason": None, "weights": WEIGHTS,
+            "torch_threads": "matched to onnxruntime's", "parity": parity, "rows": rows,
             "variants": {"runtime": "guard.screen (Verdict objects)",
                          "torch": "benchmarks/reference.py TorchReference.screen (tensors, p-values)",
                          "numpy_post": "Guard.load(kernels='numpy'): onnxruntime with NumPy post-processing "
@@ -381,12 +381,18 @@ def section_reference(args, plan: Plan) -> dict:
 
 
 def reference_parity(guard, reference, images: np.ndarray) -> dict:
-    """Do the checkpoints hold the bundle's weights? (Timing compares the same architecture either way.)"""
+    """The reference against the runtime: per model, the max abs difference from onnxruntime found when it was
+    built (``onnx_max_abs_difference``, on ``onnx_parity_images`` images), and on ``images``, a whole screening's
+    mu and input labels against the guard's."""
+    from edgeguard.contract import PARITY_TOLERANCE
     from edgeguard.guard import as_batch
 
     ref = reference.screen(reference.to_tensor(images))
     mu, _ = guard.sessions["encoder"].run(None, {"image": as_batch(images).reshape(-1, 1, SIDE, SIDE)})
     s = guard.analyze(images)
     max_mu = float(np.abs(ref["mu"].numpy() - mu).max())
+    onnx = dict(reference.parity or {})
     return {"max_abs_mu_difference": max_mu, "input_label_agreement": float((ref["label"].numpy() == s.label).mean()),
-            "same_weights": max_mu < 1e-3}
+            "same_weights": bool(onnx) and max(onnx.values()) <= PARITY_TOLERANCE and max_mu <= PARITY_TOLERANCE,
+            "onnx_max_abs_difference": onnx, "onnx_parity_images": reference.parity_images,
+            "tolerance": PARITY_TOLERANCE}

@@ -132,7 +132,7 @@ def tables(result: dict) -> list[tuple[str, list[str], list[list[str]], str | No
                     [[str(r["batch"]), str(r["threads"]), fmt(r["runtime_ms"]), fmt(r["torch_ms"]),
                       f"{r['speedup_vs_torch']:.2f}x", fmt(r["numpy_post_ms"]), f"{r['speedup_vs_numpy_post']:.2f}x"]
                      for r in ref["rows"]],
-                    f"checkpoints {ref['run']}; same weights as the bundle: {p['same_weights']} (max |mu diff| "
+                    f"{ref['weights']}; same weights as the bundle: {p['same_weights']} (max |mu diff| "
                     f"{p['max_abs_mu_difference']:.2g}, input labels agree on "
                     f"{100 * p['input_label_agreement']:.0f}%)"))
     rf = result["roofline"]
