@@ -73,7 +73,7 @@ def film_and_screen(guard: Guard, digits: filming.Digits, *, seed: int, name: st
         for frame, frame_items in zip(frames, items):
             results = webcam.process_frame(guard, frame)
             boxes += len(results)
-            rows += [results[i].verdict.scores
+            rows += [results[i].screening.scores
                      for i in filming.match_boxes(frame_items, [r.box for r in results], MATCH_IOU) if i is not None]
     if not rows:
         raise ValueError("no filmed digit was found; cannot calibrate")

@@ -1,9 +1,12 @@
-"""Tests for edgeguard.normalize: loading image files safely and MNIST-style normalisation."""
+"""Tests for edgeguard.decode (loading image files safely) and edgeguard.normalize (MNIST-style normalisation)."""
 
 from __future__ import annotations
 
 import pathlib
 import struct
+import subprocess
+import sys
+import textwrap
 import time
 import zlib
 
@@ -14,14 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from edgeguard.decode import MAX_PIXELS, SUPPORTED_SUFFIXES, load_image
 from edgeguard.errors import InputError
-from edgeguard.normalize import (
-    MAX_PIXELS,
-    SUPPORTED_SUFFIXES,
-    load_and_preprocess,
-    load_image,
-    preprocess,
-)
+from edgeguard.normalize import load_and_preprocess, preprocess
 
 # --------------------------------------------------------------------------- helpers
 
@@ -311,7 +309,8 @@ def test_input_validation():
         preprocess(np.zeros((28, 28), np.complex64))
     with pytest.raises(TypeError):
         preprocess(np.zeros((28, 28), object))
-    for bad in (np.zeros((0, 28)), np.zeros(28), np.zeros((2, 28, 28)), np.zeros((28, 28, 2)), np.zeros((1, 28, 28, 1))):
+    for shape in ((0, 28), (28,), (2, 28, 28), (28, 28, 2), (1, 28, 28, 1)):
+        bad = np.zeros(shape)
         with pytest.raises(InputError):
             preprocess(bad)
     nan = np.zeros((28, 28), np.float32)
@@ -332,7 +331,8 @@ def png_claiming(width: int, height: int) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+            + chunk(b"IEND", b""))
 
 
 def test_decompression_bomb_is_refused_fast(tmp_path):
@@ -506,3 +506,32 @@ def test_preprocess_never_fails_unexpectedly(image):
     assert out.dtype == np.float32
     assert np.isfinite(out).all()
     assert out.min() >= 0 and out.max() <= 1
+
+
+# --------------------------------------------------------------------------- the package attribute
+
+
+def test_edgeguard_preprocess_stays_the_function():
+    """``edgeguard.preprocess`` is the function, before and after loading a Guard and importing the webcam
+    package: no module named ``preprocess`` exists under edgeguard/ to replace it (fresh interpreter)."""
+    code = textwrap.dedent("""
+        import pkgutil
+        import edgeguard
+        first = edgeguard.preprocess
+        assert callable(first) and first.__module__ == "edgeguard.normalize", first
+        from edgeguard import Guard
+        Guard.load(providers="cpu")
+        assert edgeguard.preprocess is first, "replaced after Guard.load"
+        import edgeguard.webcam
+        assert edgeguard.preprocess is first, "replaced after importing edgeguard.webcam"
+        from edgeguard import preprocess
+        from edgeguard.normalize import preprocess as original
+        assert preprocess is first is original
+        names = [m.name for m in pkgutil.walk_packages(edgeguard.__path__, "edgeguard.")]
+        assert not [n for n in names if n.rsplit(".", 1)[-1] == "preprocess"], names
+        print("ok")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=pathlib.Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"

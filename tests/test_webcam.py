@@ -19,13 +19,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from benchmarks import videos
 from edgeguard import webcam as cam
 from edgeguard.bundle import shipped_bundle_path
 from edgeguard.calibration import VERDICTS
 from edgeguard.cli import app
 from edgeguard.guard import Guard, Verdict
 from export import filming
-from tests import videos
 
 MATCH_IOU = 0.5
 MIN_CLEAN_READ = 0.95  # clean digits found and read correctly, per appearance
@@ -445,17 +445,29 @@ def test_process_frame_api(guard, main_video):
     before = frame.copy()
     results = cam.process_frame(guard, frame)
     assert results and all(r.track_id is None for r in results)
-    assert all(r.stable_label == r.verdict.label and r.stable_verdict == r.verdict.verdict for r in results)
+    assert all(r.stable_label == r.screening.label and r.stable_verdict == r.screening.verdict for r in results)
     json.dumps([r.to_dict() for r in results])
     drawn = cam.annotate(frame, results, fps=61.5)
     assert drawn.shape == frame.shape and np.array_equal(frame, before) and not np.array_equal(drawn, frame)
     gray = cam.process_frame(guard, cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY))
     assert [r.box for r in gray] == [r.box for r in results]
     flagged = replace(results[0], stable_verdict="adversarial",
-                      verdict=replace(results[0].verdict, purified_label=(results[0].stable_label + 1) % 10,
-                                      verdict="adversarial", reasons=("disagreement",)))
+                      screening=replace(results[0].screening, purified_label=(results[0].stable_label + 1) % 10,
+                                        verdict="adversarial", reasons=("disagreement",)))
     top, bottom = cam.describe(flagged)
     assert "purified" in top and bottom == "ADV: disagreement"
+    with pytest.deprecated_call():  # the old name of `screening`, kept for existing callers
+        assert flagged.verdict is flagged.screening
+
+
+def test_public_names():
+    """The names that edgeguard.webcam had as one module, now re-exported by the package."""
+    names = {"Box", "DigitResult", "FrameResult", "RunSummary", "SourceError", "RecordError", "Tracker",
+             "find_digit_regions", "process_frame", "annotate", "describe", "iou", "open_source", "read_frames",
+             "display_available", "run", "default_calibration", "MAX_CANDIDATES", "MIN_HEIGHT", "MAX_HEIGHT",
+             "MIN_ASPECT", "MAX_ASPECT", "MAX_FILL", "THRESHOLD_C", "CROP_SIDE", "PAD", "COLOURS", "SHORT"}
+    assert names <= set(cam.__all__) and all(hasattr(cam, name) for name in cam.__all__)
+    assert issubclass(cam.SourceError, ValueError) and issubclass(cam.RecordError, ValueError)
 
 
 def test_run_rejects_bad_arguments(guard, small_video):

@@ -1,0 +1,352 @@
+"""Image files and bytes -> gray pixel arrays, refusing anything that cannot be read safely (OpenCV + numpy).
+
+``load_image`` reads a file (a regular file of a supported suffix, at most 1 GiB), sniffs its format from
+its content, reads the image size from the header and refuses an image over :data:`MAX_PIXELS` before
+any decoder sees it, then decodes it with OpenCV (``.npy`` with its own strict parser: nothing is ever
+unpickled). What the C decoders print to stderr about damaged data is captured and becomes the refusal.
+Every problem is raised as :class:`~edgeguard.errors.InputError`; no ``cv2.error`` reaches the caller.
+``to_gray01`` validates any pixel array and returns its brightness; ``edgeguard.normalize`` builds on it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+import cv2
+import numpy as np
+
+from edgeguard.errors import InputError
+from edgeguard.headers import SIZE_READERS, npy_header, png_intact
+
+__all__ = ["MAX_PIXELS", "SUPPORTED_SUFFIXES", "load_image", "to_gray01", "check_size", "quiet_opencv"]
+
+MAX_PIXELS = 40_000_000
+"""Largest image (width x height) accepted; larger ones are refused before decoding."""
+
+SUPPORTED_SUFFIXES = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".pnm", ".ppm", ".tif", ".tiff", ".npy"}
+)
+
+_MAX_FILE_BYTES = 1 << 30  # no supported image within MAX_PIXELS needs more
+_FORMAT_NAMES = {"png": "PNG", "jpeg": "JPEG", "bmp": "BMP", "pnm": "PNM", "tiff": "TIFF"}
+
+
+# --------------------------------------------------------------------------- files
+
+
+def load_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read an image file into a 2-D gray array.
+
+    Returns uint8 for image files and integer ``.npy`` arrays, float32 in [0, 1] for float
+    ``.npy`` arrays. Raises :class:`InputError` naming the file for anything unreadable.
+    """
+    data = _read_file(path)
+    try:
+        return _decode(data)
+    except InputError as err:
+        raise err.with_path(path) from None
+
+
+def _read_file(path: str | os.PathLike[str]) -> bytes:
+    file = Path(os.fsdecode(os.fspath(path)))
+    try:
+        info = file.stat()
+    except FileNotFoundError:
+        raise InputError("file not found", path) from None
+    except PermissionError:
+        raise InputError("permission denied", path) from None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot access the file ({_os_reason(exc)})", path) from None
+    if stat.S_ISDIR(info.st_mode):
+        raise InputError("is a directory, not an image file", path)
+    if not stat.S_ISREG(info.st_mode):
+        raise InputError("not a regular file", path)
+    suffix = file.suffix.lower()
+    if suffix == ".gif":
+        raise InputError("GIF is not supported; convert to PNG", path)
+    if suffix not in SUPPORTED_SUFFIXES:
+        supported = ", ".join(sorted(SUPPORTED_SUFFIXES))
+        raise InputError(f"unsupported file type {suffix or '(no suffix)'!r}; supported: {supported}", path)
+    if info.st_size == 0:
+        raise InputError("empty file (0 bytes)", path)
+    if info.st_size > _MAX_FILE_BYTES:
+        raise InputError(f"file is too large ({info.st_size:,} bytes)", path)
+    try:
+        data = file.read_bytes()
+    except PermissionError:
+        raise InputError("permission denied (cannot read the file)", path) from None
+    except OSError as exc:
+        raise InputError(f"cannot read the file ({_os_reason(exc)})", path) from None
+    if not data:
+        raise InputError("empty file (0 bytes)", path)
+    return data
+
+
+def _os_reason(exc: Exception) -> str:
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+
+
+# --------------------------------------------------------------------------- bytes
+
+
+def _decode(data: bytes) -> np.ndarray:
+    kind = _sniff(data)
+    if kind == "gif":
+        raise InputError("GIF is not supported; convert to PNG")
+    if kind is None:
+        raise InputError("not a supported image file (the content is not PNG, JPEG, BMP, PNM, TIFF or .npy)")
+    if kind == "npy":
+        return _load_npy(data)
+    name = _FORMAT_NAMES[kind]
+    size = SIZE_READERS[kind](data)
+    if size is None:
+        raise InputError(f"truncated or corrupt {name} file (cannot read the image size)")
+    check_size(*size)
+    if kind == "png" and not png_intact(data):
+        raise InputError("truncated or corrupt PNG file")
+    # JPEG: keep colour and depth but apply the EXIF orientation (IMREAD_UNCHANGED ignores it).
+    flags = cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH if kind == "jpeg" else cv2.IMREAD_UNCHANGED
+    try:
+        with quiet_opencv(), _decoder_messages() as messages:
+            image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    except cv2.error:
+        image = None
+    if image is None or image.size == 0:
+        said = f": {messages[0]}" if messages else ""
+        raise InputError(f"truncated or corrupt {name} file (cannot decode it{said})")
+    alarming = [m for m in messages if not _BENIGN_DECODER_MESSAGE.match(m)]
+    if alarming:  # decoded, but the decoder filled in or skipped damaged data
+        raise InputError(f"truncated or corrupt {name} file ({alarming[0]})")
+    check_size(image.shape[1], image.shape[0])
+    if image.dtype == np.uint8 and image.ndim == 2:
+        return image
+    try:
+        gray = to_gray01(image)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"unsupported {name} pixel format ({exc})") from None
+    return np.rint(gray * 255).astype(np.uint8)
+
+
+def _sniff(data: bytes) -> str | None:
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if data.startswith(b"BM"):
+        return "bmp"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "gif"
+    if data[:4] in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+"):
+        return "tiff"
+    if re.match(rb"P[1-7]\s", data[:3]):
+        return "pnm"
+    if data.startswith(b"\x93NUMPY"):
+        return "npy"
+    return None
+
+
+def check_size(width: int, height: int) -> None:
+    """Refuse an image with no pixels or more than :data:`MAX_PIXELS`."""
+    if width <= 0 or height <= 0:
+        raise InputError(f"image has no pixels ({width}x{height})")
+    if width * height > MAX_PIXELS:
+        raise InputError(
+            f"image is too large ({width}x{height} = {width * height:,} pixels; the limit is {MAX_PIXELS:,})"
+        )
+
+
+def _load_npy(data: bytes) -> np.ndarray:
+    shape, fortran, dtype, offset = npy_header(data)  # only integer and float dtypes get through
+    if len(shape) == 3 and shape[0] == 1:
+        height, width = shape[1:]
+    elif len(shape) == 3 and shape[2] == 1:
+        height, width = shape[:2]
+    elif len(shape) == 2:
+        height, width = shape
+    else:
+        raise InputError(f"array shape {shape} is not a gray image; expected (H, W), (1, H, W) or (H, W, 1)")
+    check_size(width, height)
+    try:
+        array = np.frombuffer(data, dtype=dtype, count=height * width, offset=offset)
+    except ValueError:
+        raise InputError("truncated or corrupt .npy file") from None
+    array = array.reshape(shape, order="F" if fortran else "C").reshape(height, width)
+    if dtype.kind == "f" and not np.isfinite(array).all():
+        raise InputError("array contains NaN or infinite values")
+    low, high = array.min().item(), array.max().item()
+    if dtype.kind == "f":
+        if low < 0 or high > 1:
+            raise InputError(f"float arrays must hold values in [0, 1]; found values in [{low:g}, {high:g}]")
+        return array.astype(np.float32)
+    if low < 0 or high > 255:
+        raise InputError(f"integer arrays must hold values in [0, 255]; found values in [{low}, {high}]")
+    return array.astype(np.uint8)
+
+
+# --------------------------------------------------------------------------- pixel arrays
+
+
+def to_gray01(image: np.ndarray) -> np.ndarray:
+    """Validate ``image`` and return it as 2-D float32 brightness in [0, 1].
+
+    ``image`` is 2-D gray, H x W x 1, H x W x 3 (BGR) or H x W x 4 (BGRA); uint8, uint16, other integers
+    in [0, 255], or floats in [0, 1]. Raises TypeError for a non-array or non-numeric dtype and
+    :class:`InputError` for a bad shape, bad values or more than :data:`MAX_PIXELS` pixels.
+    """
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"expected a numpy array, got {type(image).__name__}")
+    image = np.asarray(image)
+    if image.dtype.kind not in "uif":
+        raise TypeError(f"expected a numeric image array, got dtype {image.dtype}")
+    if image.size == 0:
+        raise InputError(f"empty image array (shape {image.shape})")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (3, 4))):
+        raise InputError(f"expected a 2-D gray image or an H x W x 3/4 colour image, got shape {image.shape}")
+    check_size(image.shape[1], image.shape[0])
+
+    if image.dtype == np.uint8:
+        pixels = image.astype(np.float32) / np.float32(255)
+    elif image.dtype == np.uint16:
+        pixels = image.astype(np.float32) / np.float32(65535)
+    elif image.dtype.kind in "iu":
+        low, high = image.min().item(), image.max().item()
+        if low < 0 or high > 255:
+            raise InputError(f"integer pixel values must be in [0, 255] (or dtype uint16); found [{low}, {high}]")
+        pixels = image.astype(np.float32) / np.float32(255)
+    else:
+        if not np.isfinite(image).all():
+            raise InputError("image contains NaN or infinite values")
+        low, high = float(image.min()), float(image.max())
+        if low < 0 or high > 1:
+            raise InputError(f"float pixel values must be in [0, 1]; found [{low:g}, {high:g}]")
+        pixels = image.astype(np.float32)
+
+    if pixels.ndim == 3:
+        blue, green, red = pixels[..., 0], pixels[..., 1], pixels[..., 2]
+        gray = np.float32(0.114) * blue + np.float32(0.587) * green + np.float32(0.299) * red
+        if pixels.shape[2] == 4:
+            gray = _flatten_alpha(gray, pixels[..., 3])
+        pixels = np.clip(gray, 0, 1, out=gray)
+    return pixels
+
+
+def _flatten_alpha(gray: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Composite onto the background that contrasts with the visible (opaque) content."""
+    weight = float(alpha.sum())
+    light_content = weight > 0 and float((gray * alpha).sum()) / weight > 0.5
+    background = np.float32(0.0 if light_content else 1.0)
+    return gray * alpha + background * (np.float32(1) - alpha)
+
+
+# --------------------------------------------------------------------------- what the decoders print
+
+# libpng and libjpeg print their warnings and errors straight to the C stderr, which OpenCV's log level
+# does not reach. These are their messages (libjpeg-turbo's JWRN_* texts); the benign ones do not
+# mean the pixels are damaged (ancillary PNG chunks, stray bytes between JPEG segments).
+_DECODER_LINE = re.compile(
+    rb"(?:libpng (?:error|warning)|Corrupt JPEG data|Premature end of JPEG file|Invalid SOS parameters"
+    rb"|Inconsistent progression|Unknown Adobe color transform|Warning: unknown JFIF|Application transferred)"
+    rb"[^\n]*(?:\n|$)")
+_BENIGN_DECODER_MESSAGE = re.compile(
+    r"libpng warning: (?:iCCP|sRGB|cHRM|gAMA|sBIT|bKGD|pHYs|tIME|tEXt|zTXt|iTXt|Ignoring)"
+    r"|Corrupt JPEG data: \d+ extraneous bytes before marker|Warning: unknown JFIF|Unknown Adobe color transform")
+_fd_lock = threading.Lock()
+_fd_users = 0
+_fd_saved = -1
+_fd_file: IO[bytes] | None = None
+
+
+@contextmanager
+def _decoder_messages() -> Iterator[list[str]]:
+    """Collect what the C decoders print to fd 2 during the block, instead of letting it reach the user.
+
+    fd 2 is process-wide: while any thread decodes, it points at a temporary file. When the last
+    decoding thread is done it is restored, and whatever was captured that is not a decoder message
+    (another thread's output) is written back. Yields a list that then holds this block's decoder
+    messages (with concurrent decodes, possibly also another thread's).
+    """
+    global _fd_users, _fd_saved, _fd_file
+    messages: list[str] = []
+    capture: IO[bytes] | None
+    with _fd_lock:
+        if _fd_users == 0:
+            try:
+                if not hasattr(os, "pread"):  # not POSIX: leave fd 2 alone
+                    raise OSError("no os.pread")
+                if sys.stderr is not None:
+                    sys.stderr.flush()
+                capture = tempfile.TemporaryFile()
+                saved = os.dup(2)
+                os.dup2(capture.fileno(), 2)
+            except (OSError, ValueError, AttributeError):  # no usable fd 2: nothing to capture
+                capture = None
+            else:
+                _fd_file, _fd_saved = capture, saved
+        else:
+            capture = _fd_file
+        if capture is not None:
+            _fd_users += 1
+            start = os.fstat(capture.fileno()).st_size
+    if capture is None:
+        yield messages
+        return
+    try:
+        yield messages
+    finally:
+        with _fd_lock:
+            file = capture  # still _fd_file: it is only closed when its last user is done
+            end = os.fstat(file.fileno()).st_size
+            text = os.pread(file.fileno(), end - start, start) if end > start else b""
+            messages += [" ".join(m.decode("utf-8", "replace").split()) for m in _DECODER_LINE.findall(text)]
+            _fd_users -= 1
+            if _fd_users == 0:
+                if sys.stderr is not None:
+                    sys.stderr.flush()
+                os.dup2(_fd_saved, 2)
+                os.close(_fd_saved)
+                rest = _DECODER_LINE.sub(b"", os.pread(file.fileno(), end, 0)) if end else b""
+                while rest:
+                    rest = rest[os.write(2, rest):]
+                file.close()
+                _fd_file, _fd_saved = None, -1
+
+
+_log_lock = threading.Lock()
+_log_users = 0
+_log_saved = 0
+
+
+@contextmanager
+def quiet_opencv() -> Iterator[None]:
+    """Silence OpenCV's own logging to stderr during the block (a broken image or video being read).
+
+    Thread-safe and nestable: the level is restored when the last block still open ends.
+    """
+    global _log_users, _log_saved
+    logging = getattr(getattr(cv2, "utils", None), "logging", None)
+    if logging is None:
+        yield
+        return
+    with _log_lock:
+        if _log_users == 0:
+            _log_saved = logging.getLogLevel()
+            logging.setLogLevel(logging.LOG_LEVEL_SILENT)
+        _log_users += 1
+    try:
+        yield
+    finally:
+        with _log_lock:
+            _log_users -= 1
+            if _log_users == 0:
+                logging.setLogLevel(_log_saved)
