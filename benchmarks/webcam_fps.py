@@ -1,6 +1,11 @@
 """Frames per second of the webcam pipeline at 640x480 with 1 to 4 digits per frame, on one core.
 
-Run: python -m benchmarks.webcam_fps [--quick] [--json] [--accuracy] [--screenshot docs/webcam.jpg]
+Run: python -m benchmarks.webcam_fps [--quick] [--accuracy] [--alphas 0.01,0.02,0.05] [--seeds 0,1]
+     [--scenes N] [--out reports/webcam.md] [--json] [--screenshot docs/webcam.jpg]
+
+It writes a Markdown report (``benchmarks/webcam_report.py`` renders it) to ``--out``: by default
+``reports/webcam.md`` for a full run and no file for ``--quick``; it prints the same Markdown, or with
+``--json`` the results as JSON. docs/webcam.md quotes no figure of its own: it links the report.
 
 One core: the process is pinned to one CPU, Guard(threads=1), cv2.setNumThreads(1) and
 numba.set_num_threads(1). Frames come from export/filming.py (MNIST digits filmed on paper), held in
@@ -21,9 +26,10 @@ digits are found and read correctly and how often superimposed pairs and non-dig
 camera calibration (what ``edgeguard webcam`` uses by default) and, for comparison, the digit calibration.
 With ``--alphas 0.01,0.02,0.05`` it repeats the accuracy measurement at each alpha, with both calibrations
 (the trade-off between filmed clean digits flagged and pairs / non-digits flagged: the stable verdict of a
-tracked item is voted over 5 frames, so its rates differ from the per-image alpha).
-With ``--screenshot PATH`` it also saves an annotated frame (two clean digits, a superimposed pair and a
-non-digit) as the README's picture.
+tracked item is voted over the tracker's window of frames, so its rates differ from the per-image alpha).
+Each seed of ``--seeds`` repeats all of it on other frames and videos (a full run: seeds 0 and 1), so the
+report shows the spread between runs. With ``--screenshot PATH`` it also saves an annotated frame (two
+clean digits, a superimposed pair and a non-digit) as the README's picture.
 """
 
 from __future__ import annotations
@@ -31,24 +37,36 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
+import shlex
 import statistics
+import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
+from datetime import UTC, datetime
+from importlib import metadata
 from pathlib import Path
 
 import cv2
 import numba
 import numpy as np
 
-from benchmarks import videos
+from benchmarks import videos, webcam_report
 from edgeguard import webcam as cam
 from edgeguard.guard import Guard
 from edgeguard.normalize import preprocess
 from edgeguard.webcam.regions import crop_region, digit_regions, frame_gray
 from export import filming
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = ROOT / "reports" / "webcam.md"
+FULL_SEEDS = (0, 1)  # a full run films everything twice, so the report shows the spread between runs
+FRAMES_PER_SCENE = 5  # of the accuracy videos
+TRUSTED_OF = 1000  # the trusted digits are chosen among the first this many MNIST test digits
+MATCH_IOU = 0.5  # a found box counts for a filmed item when they overlap this much (benchmarks.videos.match)
 
 
 def pin_one_core() -> int | None:
@@ -125,13 +143,14 @@ ACCURACY_VIDEOS = ("clean_any_digit", "clean_trusted_digit", "pair_and_nondigit_
 
 
 @contextmanager
-def accuracy_videos(scenes: int, seed: int) -> Iterator[tuple[dict, int]]:
+def accuracy_videos(scenes: int, seed: int, pool: list[int] | None = None) -> Iterator[tuple[dict, int]]:
     """Three synthetic videos of ``scenes`` scenes x 5 frames each, written as MJPG files in a temporary
     folder: clean digits drawn from all MNIST test digits, clean digits drawn from those the bundle reads
     right and calls clean as 28x28 images (with the digit calibration, as in the tests), and scenes that
     each hold a superimposed pair and a non-digit. Yields ({name: (video without its frames, file)}, how
-    many of the first 1000 test digits were trusted); ``accuracy`` reads the files back."""
-    pool = videos.trusted_digits(Guard.load(threads=1))
+    many of the first 1000 test digits were trusted); ``accuracy`` reads the files back. ``pool``: the
+    trusted digits when already known (``videos.trusted_digits``; they do not depend on the seed)."""
+    pool = videos.trusted_digits(Guard.load(threads=1)) if pool is None else pool
     specs = {
         "clean_any_digit": dict(adversarial_every=0, nondigit_every=0),
         "clean_trusted_digit": dict(digit_pool=pool, adversarial_every=0, nondigit_every=0),
@@ -140,7 +159,7 @@ def accuracy_videos(scenes: int, seed: int) -> Iterator[tuple[dict, int]]:
     films = {}
     with tempfile.TemporaryDirectory() as folder:
         for n, (name, spec) in enumerate(specs.items()):
-            video = filming.make_video(scenes, 5, seed=seed + n, **spec)
+            video = filming.make_video(scenes, FRAMES_PER_SCENE, seed=seed + n, **spec)
             films[name] = (replace(video, frames=[]), filming.write_video(Path(folder) / f"{name}.avi", video.frames))
         yield films, len(pool)
 
@@ -151,7 +170,7 @@ def accuracy(guard: Guard, films: dict, names: tuple[str, ...] = ACCURACY_VIDEOS
     out = {}
     for name in names:
         video, path = films[name]
-        rows, spurious = videos.match(guard, video, list(cam.read_frames(cam.open_source(path))))
+        rows, spurious = videos.match(guard, video, list(cam.read_frames(cam.open_source(path))), match_iou=MATCH_IOU)
         out[name] = {**videos.rates(rows), "spurious_boxes": spurious}
     return out
 
@@ -171,13 +190,16 @@ def _alphas(text: str) -> tuple[float, ...]:
     return values
 
 
-def alpha_sweep(alphas, films: dict, compared: tuple[str, ...] = ("camera", "digits")) -> list[dict]:
-    """``accuracy`` at each alpha with each calibration, reduced to the rates that trade off against each other."""
+def alpha_sweep(alphas, films: dict, compared: tuple[str, ...] = ("camera", "digits"),
+                known: dict | None = None) -> list[dict]:
+    """``accuracy`` at each alpha with each calibration, reduced to the rates that trade off against each other.
+    ``known``: {(alpha, calibration): accuracy on these films} already measured (reused, not measured again)."""
     rows = []
     for alpha in alphas:
         for calibration in compared:
-            acc = accuracy(Guard.load(threads=1, alpha=alpha, calibration=calibration), films,
-                           ("clean_any_digit", "pair_and_nondigit_every_scene"))
+            acc = (known or {}).get((alpha, calibration)) or accuracy(
+                Guard.load(threads=1, alpha=alpha, calibration=calibration), films,
+                ("clean_any_digit", "pair_and_nondigit_every_scene"))
             clean, mixed = acc["clean_any_digit"]["digit"], acc["pair_and_nondigit_every_scene"]
             rows.append({"alpha": alpha, "calibration": calibration, "clean_flagged": clean["flagged"],
                          "clean_read": clean["read"], "pairs_flagged": mixed["adversarial"]["flagged"],
@@ -203,86 +225,161 @@ def screenshot(guard: Guard, path: str | os.PathLike, fps: float | None = None, 
     return path
 
 
-def main() -> None:
+def _seeds(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 0 or len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"expected distinct non-negative seeds, got {text!r}")
+    return values
+
+
+def _version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def machine_info(cpu: int | None) -> dict:
+    """The CPU, the core the run was pinned to, the OS and the versions that the timings depend on."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+                break
+    except OSError:
+        pass
+    versions = {"python": platform.python_version(), "numpy": np.__version__, "opencv": cv2.__version__,
+                "numba": numba.__version__, "onnxruntime": _version("onnxruntime"), "edgeguard": _version("edgeguard")}
+    return {"cpu": model, "logical_cpus": os.cpu_count(), "pinned_cpu": cpu, "os": platform.platform(),
+            "versions": versions, "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
+
+
+def bundle_info(guard: Guard) -> dict:
+    """Which bundle was measured, and the camera calibration's own figures as its manifest states them."""
+    manifest, path = guard.manifest, Path(guard.bundle.path).resolve()
+    try:
+        shown = str(path.relative_to(ROOT))
+    except ValueError:
+        shown = str(path)
+    camera = guard.bundle.camera_calibration or {}
+    return {"path": shown, "name": manifest.get("name"), "created": manifest.get("created"),
+            "manifest_sha256": guard.bundle.manifest_sha256,
+            "clean_accuracy": manifest.get("metrics", {}).get("clean_accuracy"),
+            "camera_calibration": {key: camera[key] for key in ("n", "found", "test_images", "test_found",
+                                                                 "test_false_alarm_rate") if key in camera}}
+
+
+def measure_seed(guard: Guard, seed: int, *, frames: int, repeats: int, accuracy_scenes: int | None,
+                 alphas: Sequence[float], compared: tuple[str, ...], pool: list[int] | None) -> dict:
+    """Everything one seed measures: the speed per digit count, ``run()`` on a file, and (``accuracy_scenes``
+    set) the read / flag rates per calibration at ``guard.alpha`` and the alpha sweep."""
+    rows = {}
+    for count in (1, 2, 3, 4):
+        clip = scene_frames(count, frames, seed + count)
+        measure(guard, clip[:3], 1)  # warm up
+        rows[count] = measure(guard, clip, repeats)
+    out = {"seed": seed, "by_digits": rows, "end_to_end_file": end_to_end(guard, frames, seed)}
+    if accuracy_scenes:
+        with accuracy_videos(accuracy_scenes, seed, pool) as (films, trusted):
+            measured = {c: accuracy(Guard.load(threads=1, alpha=guard.alpha, calibration=c), films) for c in compared}
+            out["accuracy"] = {"scenes": accuracy_scenes, "frames_per_scene": FRAMES_PER_SCENE,
+                               "trusted_digits": trusted, "trusted_of": TRUSTED_OF, "alpha": guard.alpha, **measured}
+            if alphas:
+                out["alpha_sweep"] = alpha_sweep(alphas, films, compared,
+                                                 known={(guard.alpha, c): a for c, a in measured.items()})
+    return out
+
+
+def command_line(argv: Sequence[str]) -> str:
+    return shlex.join(["python", "-m", "benchmarks.webcam_fps", *argv])
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer frames (a few seconds)")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer frames and scenes, one seed, no report file unless --out (a few seconds)")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON instead of the Markdown")
+    parser.add_argument("--out", metavar="PATH",
+                        help="write the Markdown report here (default: reports/webcam.md, or none with --quick)")
     parser.add_argument("--screenshot", metavar="PATH", help="also save an annotated frame (PNG) here")
     parser.add_argument("--accuracy", action="store_true",
                         help="also measure read and flag rates on synthetic videos (60 scenes; --quick: 15)")
     parser.add_argument("--alphas", type=_alphas, default=(),
                         help="comma-separated alphas: repeat the --accuracy measurement at each (a trade-off table)")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    seeds = parser.add_mutually_exclusive_group()
+    seeds.add_argument("--seeds", type=_seeds, default=None,
+                       help="comma-separated seeds, each a full repeat on other frames and videos "
+                            f"(default: {','.join(map(str, FULL_SEEDS))}; --quick: 0)")
+    seeds.add_argument("--seed", type=int, default=None, help="a single seed (same as --seeds N)")
+    parser.add_argument("--scenes", type=int, default=None,
+                        help="scenes per accuracy video (default 60; --quick: 15)")
+    args = parser.parse_args(argv)
+    if args.seed is not None:
+        args.seeds = _seeds(str(args.seed))
+    if args.seeds is None:
+        args.seeds = (0,) if args.quick else FULL_SEEDS
+    if args.scenes is None:
+        args.scenes = 15 if args.quick else 60
+    if args.scenes < 1:
+        parser.error("--scenes must be at least 1")
+    if args.out is None and not args.quick:
+        args.out = str(DEFAULT_OUT)
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    started, t0 = datetime.now(UTC), time.perf_counter()
 
     cpu = pin_one_core()
     cv2.setNumThreads(1)
     numba.set_num_threads(1)
+    machine = machine_info(cpu)
     compared = calibrations()
-    guard = Guard.load(threads=1, calibration=compared[0])  # what `edgeguard webcam` uses (for the screenshot)
+    guard = Guard.load(threads=1, calibration=compared[0])  # what `edgeguard webcam` uses
     guard.warmup()
     frames, repeats = (30, 1) if args.quick else (60, 3)
-    rows = {}
-    for count in (1, 2, 3, 4):
-        clip = scene_frames(count, frames, args.seed + count)
-        measure(guard, clip[:3], 1)  # warm up
-        rows[count] = measure(guard, clip, repeats)
+    measure_accuracy = args.accuracy or bool(args.alphas)
+    pool = videos.trusted_digits(Guard.load(threads=1), TRUSTED_OF) if measure_accuracy else None
+    runs = [measure_seed(guard, seed, frames=frames, repeats=repeats,
+                         accuracy_scenes=args.scenes if measure_accuracy else None,
+                         alphas=args.alphas, compared=compared, pool=pool) for seed in args.seeds]
     report = {
-        "size": "640x480", "cpu": cpu, "threads": 1, "providers": guard.providers,
-        "bundle_clean_accuracy": guard.manifest.get("metrics", {}).get("clean_accuracy"),
-        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
-        "by_digits": rows, "end_to_end_file": end_to_end(guard, frames, args.seed),
+        "command": command_line(argv), "created": started.isoformat(timespec="seconds"),
+        "machine": machine, "bundle": bundle_info(guard),
+        "settings": {"size": "640x480", "threads": 1, "providers": guard.providers, "quick": args.quick,
+                     "frames_per_count": frames, "repeats": repeats, "seeds": list(args.seeds),
+                     "calibrations": list(compared), "alpha": guard.alpha, "alphas": list(args.alphas),
+                     "accuracy": measure_accuracy, "scenes": args.scenes if measure_accuracy else None,
+                     "default_scenes": 15 if args.quick else 60, "frames_per_scene": FRAMES_PER_SCENE,
+                     "match_iou": MATCH_IOU, "vote_window": cam.Tracker().window},
+        "runs": runs,
     }
     if args.screenshot:
-        # Its FPS counter shows the 4-digit rate by CPU time: a busy machine's wall clock would say more
-        # about the other processes than about EdgeGuard.
-        report["screenshot"] = str(screenshot(guard, args.screenshot, fps=rows[4]["fps_cpu"]))
-    if args.accuracy or args.alphas:
-        scenes = 15 if args.quick else 60
-        with accuracy_videos(scenes, args.seed) as (films, trusted):
-            if args.accuracy:
-                report["accuracy"] = {"scenes": scenes, "frames_per_scene": 5, "trusted_digits": f"{trusted} of 1000",
-                                      **{c: accuracy(Guard.load(threads=1, calibration=c), films) for c in compared}}
-            if args.alphas:
-                report["alpha_sweep"] = alpha_sweep(args.alphas, films, compared)
+        # Its FPS counter shows the first seed's 4-digit rate by CPU time: a busy machine's wall clock would
+        # say more about the other processes than about EdgeGuard.
+        fps = runs[0]["by_digits"][4]["fps_cpu"]
+        report["screenshot"] = {"path": str(screenshot(guard, args.screenshot, fps=fps)), "fps_counter": fps}
+    machine["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    report["elapsed_s"] = round(time.perf_counter() - t0, 1)
+    markdown = webcam_report.to_markdown(report)
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(markdown)
+        report["out"] = str(out)
     if args.json:
         print(json.dumps(report, indent=1))
-        return
-    load = ", ".join(f"{v:.2f}" for v in report["load_average"] or ())
-    print(f"640x480, one core (cpu {cpu}), median ms per frame (wall clock); load average {load}")
-    print(f"{'digits':>6} {'found':>6} {'regions':>8} {'preproc':>8} {'screen':>8} {'rest':>6} {'total':>7} {'FPS':>7}"
-          f" {'total/screen':>12} {'CPU ms':>7} {'FPS(CPU)':>8}")
-    for count, r in rows.items():
-        print(f"{count:>6} {r['digits_found_mean']:>6} {r['regions']:>8.2f} {r['preprocess']:>8.2f} {r['screen']:>8.2f}"
-              f" {r['rest']:>6.2f} {r['pipeline']:>7.2f} {r['fps']:>7.1f} {r['pipeline'] / r['screen']:>12.2f}"
-              f" {r['cpu_ms']:>7.2f} {r['fps_cpu']:>8.1f}")
-    print("(CPU ms: the process's CPU time per frame, which excludes the time other processes held the core; "
-          "on an idle core it is close to the wall clock)")
-    e2e = report["end_to_end_file"]
-    print(f"run() on a {e2e['codec']} file, 2-4 digits, decoding included: {e2e['fps']} FPS "
-          f"({e2e['fps_cpu']} by CPU time) over {e2e['frames']} frames")
-    if args.screenshot:
-        print(f"screenshot: {report['screenshot']}")
-    if args.accuracy:
-        acc = report["accuracy"]
-        print(f"\nread and flag rates per appearance ({acc['scenes']} scenes x 5 frames per video, MJPG, read back; "
-              f"seed {args.seed}):")
-        for calibration in compared:
-            print(f" {calibration} calibration:")
-            for name in ACCURACY_VIDEOS:
-                for kind, r in acc[calibration][name].items():
-                    if kind == "spurious_boxes":
-                        continue
-                    extra = (f"read {r['read']:.3f} (this frame's label: {r['read_this_frame']:.3f})"
-                             if kind == "digit" else f"by type {r['flagged_by_type']}")
-                    print(f"  {name:30s} {kind:12s} n={r['appearances']:4d} found {r['found']:.3f} "
-                          f"flagged {r['flagged']:.3f} {extra} verdicts {r['verdicts']}")
-                print(f"  {name:30s} spurious boxes: {acc[calibration][name]['spurious_boxes']}")
-    for row in report.get("alpha_sweep", ()):
-        print(f"alpha {row['alpha']}, {row['calibration']} calibration: "
-              f"clean digits flagged {row['clean_flagged']:.3f}, read {row['clean_read']:.3f}; "
-              f"pairs flagged {row['pairs_flagged']:.3f}; "
-              f"non-digits flagged {row['nondigits_flagged']:.3f} {row['nondigits_by_type']}")
+    else:
+        print(markdown)
+        if args.out:
+            print(f"(written to {args.out})")
 
 
 if __name__ == "__main__":
