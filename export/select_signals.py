@@ -84,7 +84,7 @@ def selection_data(guard: Guard, val_x: np.ndarray, val_y: np.ndarray, sizes: Si
         "FGSM eps=0.1": A.fgsm(classifier, x, y, eps=0.1),
         "FGSM eps=0.3": A.fgsm(classifier, x, y, eps=0.3),
         "PGD-Linf eps=0.3": A.pgd_linf(classifier, x, y, eps=0.3, steps=sizes.pgd_steps, seed=SEED),
-        "C&W-L2": A.cw_l2(classifier, x, y, steps=sizes.cw_steps),
+        "C&W-L2": A.cw_l2(classifier, x, y, c=10.0, steps=sizes.cw_steps, lr=0.05),  # as the report
     }
     attacks, attack_counts = {}, {}
     for name, adv in adversarial.items():
