@@ -29,18 +29,22 @@ from __future__ import annotations
 
 import base64
 import functools
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 
 from edgeguard import kernels_numpy
+from edgeguard.contract import SCORE_NAMES
 from edgeguard.errors import BundleError
 from edgeguard.kernels_numpy import fisher, min_p
 
 CONSISTENCY, RECONSTRUCTION, CONFIDENCE = "consistency", "reconstruction", "confidence"
 
-#: name -> (group, what a high score means)
-SIGNALS: dict[str, tuple[str, str]] = {
+_MEANINGS = {
     "disagreement": (CONSISTENCY, "the reconstructions' labels disagree (1 - agreement)"),
     "input_mismatch": (CONSISTENCY, "the reconstructions' labels differ from the input's label"),
     "vote_entropy": (CONSISTENCY, "the vote over the reconstructions' labels is spread"),
@@ -50,17 +54,19 @@ SIGNALS: dict[str, tuple[str, str]] = {
     "posterior_spread": (RECONSTRUCTION, "the posterior is wide (mean standard deviation)"),
     "low_confidence": (CONFIDENCE, "the classifier is unsure of the input (1 - max softmax)"),
 }
+#: name -> (group, what a high score means), in contract.SCORE_NAMES order (the kernels' columns).
+SIGNALS: dict[str, tuple[str, str]] = {name: _MEANINGS[name] for name in SCORE_NAMES}
 
 VERDICTS = ("clean", "adversarial", "out_of_distribution", "uncertain")
 
 
-def encode_scores(values: np.ndarray) -> dict:
+def encode_scores(values: np.ndarray) -> dict[str, Any]:
     """Sorted float32 scores as compact JSON (base64 of the little-endian bytes)."""
     data = np.sort(np.asarray(values, dtype="<f4"))
     return {"n": int(data.size), "dtype": "float32", "base64": base64.b64encode(data.tobytes()).decode("ascii")}
 
 
-def decode_scores(entry: dict) -> np.ndarray:
+def decode_scores(entry: dict[str, Any]) -> np.ndarray:
     try:
         data = np.frombuffer(base64.b64decode(entry["base64"], validate=True), dtype="<f4").astype(np.float32)
     except (KeyError, TypeError, ValueError) as e:
@@ -71,7 +77,7 @@ def decode_scores(entry: dict) -> np.ndarray:
 
 
 #: name -> statistic over the last axis of per-signal p-values (higher = more anomalous)
-COMBINATIONS = {"fisher": fisher, "min_p": min_p}
+COMBINATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {"fisher": fisher, "min_p": min_p}
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,15 @@ class Calibration:
     scores: dict[str, np.ndarray]  # signal -> sorted clean scores
     combined: np.ndarray  # sorted combination statistics of the calibration split
     combination: str = "fisher"  # a key of COMBINATIONS
+    # What the manifest entry records beside the scores (None for a calibration just fitted):
+    k: int | None = None  # samples per image the scores were computed with
+    seed: int | None = None
+    test_false_alarm_rate: dict[str, float] | None = None  # alpha (as text) -> clean false-alarm rate measured
+
+    @property
+    def n(self) -> int:
+        """How many clean images the p-values are calibrated on."""
+        return int(self.combined.size)
 
     @classmethod
     def fit(cls, scores: dict[str, np.ndarray], signals: tuple[str, ...] | None = None,
@@ -98,7 +113,7 @@ class Calibration:
                         for s in signals], axis=1)
         return cls(signals, sorted_scores, np.sort(COMBINATIONS[combination](loo)).astype(np.float32), combination)
 
-    def to_manifest(self) -> dict:
+    def to_manifest(self) -> dict[str, Any]:
         name = {"fisher": "Fisher", "min_p": "min-p (Tippett)"}[self.combination]
         return {
             "method": f"conformal p-values per signal, {name} combination, conformally calibrated",
@@ -109,22 +124,55 @@ class Calibration:
         }
 
     @classmethod
-    def from_manifest(cls, entry: dict) -> Calibration:
-        if not isinstance(entry, dict) or not isinstance(entry.get("signals"), list) or not entry["signals"]:
-            raise BundleError("the manifest's calibration must list its signals")
-        signals = tuple(entry["signals"])
+    def from_manifest(cls, entry: object, default_k: int | None = None, key: str = "calibration") -> Calibration:
+        """The calibration in a manifest entry, checked (the one place that checks it).
+
+        Raises BundleError, its message starting with ``key`` (the entry's name in the manifest), unless the entry
+        names distinct known signals, holds one finite sorted float32 block of ``n`` scores per signal and for the
+        combination, and was computed with ``k == default_k`` (any integer ``k`` when ``default_k`` is None).
+        """
+        if not isinstance(entry, dict):
+            raise BundleError(f"{key!r} must be a JSON object (or null for an uncalibrated bundle)")
+        signals = entry.get("signals")
+        if not (isinstance(signals, list) and signals and all(isinstance(s, str) for s in signals)):
+            raise BundleError(f"{key}: 'signals' must be a non-empty list of signal names")
         unknown = [s for s in signals if s not in SIGNALS]
-        if unknown:
-            raise BundleError(f"the manifest's calibration names unknown signal(s): {', '.join(map(str, unknown))}")
+        if unknown or len(set(signals)) != len(signals):
+            raise BundleError(f"{key}: 'signals' must name distinct known signals ({', '.join(SIGNALS)}); "
+                              f"got {signals}")
         scores = entry.get("scores")
-        if not isinstance(scores, dict) or any(s not in scores for s in signals):
-            raise BundleError("the manifest's calibration lacks scores for some of its signals")
+        if not isinstance(scores, dict) or set(scores) != set(signals):
+            raise BundleError(f"{key}: 'scores' must hold exactly one entry per listed signal")
         combination = entry.get("combination", "fisher")  # manifests before the choice was recorded: Fisher
         if combination not in COMBINATIONS:
-            raise BundleError(f"the manifest's calibration names an unknown combination {combination!r}; "
+            raise BundleError(f"{key}: unknown combination {entry.get('combination')!r}; "
                               f"expected one of {', '.join(COMBINATIONS)}")
-        return cls(signals, {s: decode_scores(scores[s]) for s in signals}, decode_scores(entry.get("combined", {})),
-                   combination)
+        n = entry.get("n")
+        if type(n) is not int or n < 1:
+            raise BundleError(f"{key}: 'n' must be a positive integer, got {n!r}")
+        decoded = {}
+        for name, block in [*scores.items(), ("combined", entry.get("combined"))]:
+            if not (isinstance(block, dict) and block.get("dtype") == "float32" and type(block.get("n")) is int):
+                raise BundleError(f"{key}: {name!r} must be an object with 'n', 'dtype': 'float32' and 'base64'")
+            try:
+                decoded[name] = decode_scores(block)
+            except BundleError as e:
+                raise BundleError(f"{key}: {name!r}: {e}") from None
+            if decoded[name].size != n:
+                raise BundleError(f"{key}: {name!r} holds {decoded[name].size} scores but 'n' is {n}")
+        k = entry.get("k")
+        if type(k) is not int or (default_k is not None and k != default_k):
+            raise BundleError(f"{key}: computed with k={k!r} but 'default_k' is {default_k}; "
+                              "the p-values are only valid for the k they were calibrated with (recalibrate)")
+        seed = entry.get("seed")
+        if type(seed) is not int or seed < 0:
+            raise BundleError(f"{key}: 'seed' must be a non-negative integer, got {seed!r}")
+        rates = entry.get("test_false_alarm_rate", {})
+        if not (isinstance(rates, dict)
+                and all(isinstance(v, (int, float)) and math.isfinite(v) for v in rates.values())):
+            raise BundleError(f"{key}: 'test_false_alarm_rate' must map alphas to numbers")
+        return cls(tuple(signals), {s: decoded[s] for s in signals}, decoded["combined"], combination, k=k, seed=seed,
+                   test_false_alarm_rate=entry.get("test_false_alarm_rate"))
 
     @functools.cached_property
     def table(self) -> np.ndarray:
@@ -133,7 +181,8 @@ class Calibration:
             raise ValueError("every signal needs the same number of calibration scores")
         return np.stack([self.scores[s] for s in self.signals]).astype(np.float32)
 
-    def p_values(self, scores: dict[str, np.ndarray], kernels=kernels_numpy) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    def p_values(self, scores: dict[str, np.ndarray],
+                 kernels: ModuleType = kernels_numpy) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Per-signal p-values and the combined p-value, for a batch of scores (``kernels``: edgeguard.kernels
         or edgeguard.kernels_numpy; both give the same numbers)."""
         matrix = np.column_stack([np.asarray(scores[s], np.float32) for s in self.signals])

@@ -13,13 +13,24 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 
 from edgeguard import __version__
+from edgeguard.contract import MAX_K
+
+if TYPE_CHECKING:  # imported where used: `edgeguard --version` loads no models
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from edgeguard.calibration import Calibration
+    from edgeguard.guard import Guard, Verdict
+    from edgeguard.webcam import FrameResult
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="EdgeGuard: should you trust a classifier's answer on this digit image?")
@@ -72,7 +83,7 @@ def fail(message: str, code: int) -> typer.Exit:
 
 
 def load_guard(bundle: Path | None, providers: str, k: int | None = None, seed: int = 0,
-               alpha: float = 0.01, threads: int = 1, kernels: str = "numba", calibration: str = "digits"):
+               alpha: float = 0.01, threads: int = 1, kernels: str = "numba", calibration: str = "digits") -> Guard:
     from edgeguard.errors import EdgeGuardError
     from edgeguard.guard import Guard
 
@@ -88,9 +99,10 @@ def load_guard(bundle: Path | None, providers: str, k: int | None = None, seed: 
 
 def expand_inputs(paths: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
     """Files, folders (recursive, supported suffixes only) and globs -> (files, [(input, problem)])."""
-    from edgeguard.normalize import SUPPORTED_SUFFIXES
+    from edgeguard.decode import SUPPORTED_SUFFIXES
 
-    files, problems = [], []
+    files: list[str] = []
+    problems: list[tuple[str, str]] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
@@ -128,14 +140,14 @@ def _glob(pattern: str) -> list[str]:
     return found
 
 
-def _progress(total: int):
+def _progress(total: int) -> Progress:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     return Progress(TextColumn("screening"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                     console=err, transient=True, disable=total <= 8 or not err.is_terminal)
 
 
-def _table(verdicts) -> object:
+def _table(verdicts: Sequence[Verdict]) -> Table:
     from rich.markup import escape
     from rich.table import Table
 
@@ -146,15 +158,16 @@ def _table(verdicts) -> object:
         table.add_column(column, no_wrap=True)
     table.add_column("reasons", overflow="fold")
     for v in verdicts:
-        table.add_row(escape(v.source or "-"), str(v.label), f"{v.confidence:.3f}", str(v.purified_label), str(v.n_distinct),
-                      f"{v.p_value:.4f}", f"[{styles[v.verdict]}]{v.verdict}[/]", ", ".join(v.reasons) or "-")
+        table.add_row(escape(v.source or "-"), str(v.label), f"{v.confidence:.3f}", str(v.purified_label),
+                      str(v.n_distinct), f"{v.p_value:.4f}", f"[{styles[v.verdict]}]{v.verdict}[/]",
+                      ", ".join(v.reasons) or "-")
     return table
 
 
 @app.command()
 def detect(
     paths: list[str] = typer.Argument(..., help="Image files, folders (searched recursively) or glob patterns."),
-    k: int | None = typer.Option(None, "--k", min=1, max=1024, help="Samples per image (default: the bundle's)."),
+    k: int | None = typer.Option(None, "--k", min=1, max=MAX_K, help="Samples per image (default: the bundle's)."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the latent sampling."),
     alpha: float = typer.Option(0.01, "--alpha", min=1e-6, max=0.5, help="False-alarm rate on clean digits."),
     providers: str = typer.Option("auto", "--providers", help="auto, cpu, cuda, or a comma-separated list."),
@@ -222,19 +235,17 @@ def info(
     from edgeguard.sessions import available_providers
 
     guard = load_guard(bundle, providers)
-    m = guard.manifest
-    calibration = m.get("calibration") or {}
-    camera = m.get("camera_calibration")
+    m = guard.bundle.info
     summary = {
         "edgeguard": __version__,
         "bundle": str(guard.bundle.path),
-        "manifest_sha256": guard.bundle.manifest_sha256,
-        "format_version": m["format_version"],
-        "latent_dim": m["latent_dim"],
-        "default_k": m["default_k"],
-        "metrics": m.get("metrics", {}),
-        "calibration": {key: calibration.get(key) for key in ("signals", "n", "test_false_alarm_rate")},
-        "camera_calibration": camera and {key: camera.get(key) for key in ("signals", "n", "test_false_alarm_rate")},
+        "manifest_sha256": m.sha256,
+        "format_version": m.format_version,
+        "latent_dim": m.latent_dim,
+        "default_k": m.default_k,
+        "metrics": m.metrics,
+        "calibration": _calibration_summary(m.calibration) or dict.fromkeys(("signals", "n", "test_false_alarm_rate")),
+        "camera_calibration": _calibration_summary(m.camera_calibration),
         "providers_available": available_providers(),
         "providers_in_use": guard.providers,
         "versions": {"onnxruntime": onnxruntime.__version__, "numba": numba.__version__, "numpy": numpy.__version__,
@@ -246,6 +257,13 @@ def info(
     for key, value in summary.items():
         text = json.dumps(value) if isinstance(value, (dict, list)) else str(value)
         out.print(f"[bold]{key}[/]: {escape(text)}")
+
+
+def _calibration_summary(calibration: Calibration | None) -> dict[str, Any] | None:
+    if calibration is None:
+        return None
+    return {"signals": list(calibration.signals), "n": calibration.n,
+            "test_false_alarm_rate": calibration.test_false_alarm_rate}
 
 
 @app.command()
@@ -260,7 +278,7 @@ def webcam(
     calibration: CalibrationChoice | None = typer.Option(
         None, "--calibration", help="p-values calibrated on filmed digits (camera) or on 28x28 images (digits); "
                                     "default: camera when the bundle has that calibration, else digits."),
-    k: int | None = typer.Option(None, "--k", min=1, max=1024, help="Samples per digit (default: the bundle's)."),
+    k: int | None = typer.Option(None, "--k", min=1, max=MAX_K, help="Samples per digit (default: the bundle's)."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the latent sampling."),
     providers: str = typer.Option("auto", "--providers", help="auto, cpu, cuda, or a comma-separated list."),
     bundle: Path | None = typer.Option(None, "--bundle", help="Model bundle folder (default: the shipped one)."),
@@ -284,7 +302,7 @@ def webcam(
         raise fail(f"{guard.bundle.path}: the bundle is not calibrated; run `python -m export.calibrate`",
                    EXIT_BUNDLE)
 
-    def on_frame(result) -> None:
+    def on_frame(result: FrameResult) -> None:
         if as_json:
             out.print(json.dumps(result.to_dict()), markup=False)
         elif not display and result.screened and result.digits:

@@ -30,7 +30,7 @@ class InputError(EdgeGuardError, ValueError):
             return self
         return InputError(self.reason, path)
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[InputError], tuple[str, str | os.PathLike[str] | None]]:
         return (type(self), (self.reason, self.path))
 
 

@@ -17,18 +17,19 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from types import ModuleType
+from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 
-from edgeguard.bundle import CALIBRATIONS, Bundle, load_bundle
+from edgeguard.bundle import Bundle, load_bundle
 from edgeguard.calibration import SIGNALS, Calibration, decide
+from edgeguard.contract import CALIBRATIONS, N_PIXELS, SIDE
 from edgeguard.errors import BundleError, InputError
 from edgeguard.sessions import create_session, providers_from_choice
 
 log = logging.getLogger(__name__)
-
-SIDE = 28
-N_PIXELS = SIDE * SIDE
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class Verdict:
     def flagged(self) -> bool:
         return self.verdict != "clean"
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["labels"], d["reasons"], d["flagged"] = list(self.labels), list(self.reasons), self.flagged
         return d
@@ -72,7 +73,7 @@ class Screening:
     recon: np.ndarray | None = None  # (B, K, 28, 28), only when asked for
 
 
-def as_batch(images) -> np.ndarray:
+def as_batch(images: object) -> np.ndarray:
     """One image or a batch -> contiguous float32 (B, 784) in [0, 1], or a clear TypeError/ValueError."""
     if not isinstance(images, np.ndarray):
         raise TypeError(f"images must be a numpy array (uint8 or float32), got {type(images).__name__}")
@@ -101,11 +102,12 @@ def as_batch(images) -> np.ndarray:
 class Guard:
     """Screens digit images with a VAE and a classifier. Create with ``Guard.load``; thread-safe."""
 
-    def __init__(self, bundle: Bundle, sessions: dict, *, k: int, seed: int, alpha: float,
-                 calibration: Calibration | None, kernels: str = "numba", calibration_name: str = "digits"):
+    def __init__(self, bundle: Bundle, sessions: dict[str, ort.InferenceSession], *, k: int, seed: int,
+                 alpha: float, calibration: Calibration | None, kernels: str = "numba",
+                 calibration_name: str = "digits") -> None:
         self.bundle = bundle
-        self.kernels = kernels
-        self._k = kernel_backend(kernels)
+        self.kernels = kernels  # the backend's name, a key of KERNELS
+        self._backend = kernel_backend(kernels)  # the backend's module
         self._sessions = sessions
         self.k, self.seed, self.alpha = k, seed, alpha
         self.calibration = calibration
@@ -134,8 +136,8 @@ class Guard:
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 < alpha < 1.0:
             raise ValueError(f"alpha must be a number strictly between 0 and 1, got {alpha!r}")
         loaded = load_bundle(bundle)
-        entry = loaded.manifest.get(CALIBRATIONS[calibration])
-        if entry is None and calibration == "camera":
+        chosen_calibration = loaded.info.calibrations.get(calibration)
+        if chosen_calibration is None and calibration == "camera":
             raise BundleError(f"{loaded.path}: the bundle has no camera calibration; "
                               "run `python -m export.calibrate --only camera` or use the digit calibration")
         chosen = providers_from_choice(providers)
@@ -143,23 +145,23 @@ class Guard:
         sessions = {name: create_session(name, data, chosen, threads=threads, strict=strict)
                     for name, data in loaded.models.items()}
         return cls(loaded, sessions, k=k or loaded.default_k, seed=seed, alpha=float(alpha),
-                   calibration=Calibration.from_manifest(entry) if entry else None, kernels=kernels,
-                   calibration_name=calibration)
+                   calibration=chosen_calibration, kernels=kernels, calibration_name=calibration)
 
     @property
-    def manifest(self) -> dict:
+    def manifest(self) -> dict[str, Any]:
+        """The manifest's JSON object as read (typed: ``bundle.info``)."""
         return self.bundle.manifest
 
     @property
-    def sessions(self) -> dict:
+    def sessions(self) -> dict[str, ort.InferenceSession]:
         """The onnxruntime session of each model, by name (for benchmarks that time one stage)."""
         return dict(self._sessions)
 
     # -- the pipeline -------------------------------------------------------------------------
-    def analyze(self, images, *, keep_recon: bool = False) -> Screening:
+    def analyze(self, images: np.ndarray, *, keep_recon: bool = False) -> Screening:
         """Runs the models and kernels; returns raw scores (no calibration needed)."""
         x = as_batch(images)
-        b, k, kernels = x.shape[0], self.k, self._k
+        b, k, kernels = x.shape[0], self.k, self._backend
         image = x.reshape(b, 1, SIDE, SIDE)
         mu, logvar = self._sessions["encoder"].run(None, {"image": image})
         z = kernels.sample_latents(mu, logvar, kernels.image_seeds(x, self.seed), k)
@@ -172,12 +174,12 @@ class Guard:
                          n_distinct=n_distinct, agreement=agreement, signals=signals,
                          recon=recon.reshape(b, k, SIDE, SIDE) if keep_recon else None)
 
-    def screen(self, images, *, sources: Sequence[str | None] | None = None) -> list[Verdict]:
+    def screen(self, images: np.ndarray, *, sources: Sequence[str | None] | None = None) -> list[Verdict]:
         """Screens one image or a batch: a Verdict per image."""
         if self.calibration is None:
             raise BundleError(f"{self.bundle.path}: the bundle is not calibrated; run `python -m export.calibrate`")
         s = self.analyze(images)
-        return make_verdicts(s, *self.calibration.p_values(s.signals, self._k), self.alpha, sources)
+        return make_verdicts(s, *self.calibration.p_values(s.signals, self._backend), self.alpha, sources)
 
     def screen_file(self, path: str | os.PathLike[str]) -> Verdict:
         """Loads an image file (PNG, JPEG, BMP, PGM, TIFF or .npy), makes it MNIST-style and screens it."""
@@ -190,7 +192,7 @@ class Guard:
         """Compiles the kernels and runs every model once; returns the seconds each step took."""
         with self._warm:
             t0 = time.perf_counter()
-            kernel_s = self._k.warmup()
+            kernel_s = self._backend.warmup()
             t1 = time.perf_counter()
             self.analyze(np.zeros((1, SIDE, SIDE), np.float32))
             t2 = time.perf_counter()
@@ -220,16 +222,18 @@ def make_verdicts(s: Screening, p_signals: dict[str, np.ndarray], p_combined: np
 KERNELS = ("numba", "numpy")
 
 
-def kernel_backend(name: str):
+def kernel_backend(name: str) -> ModuleType:
     """The kernel module for a backend name (imported on first use: numba is slow to import)."""
     if name == "numpy":
-        from edgeguard import kernels_numpy as module
-    else:
-        from edgeguard import kernels as module
-    return module
+        from edgeguard import kernels_numpy
+
+        return kernels_numpy
+    from edgeguard import kernels
+
+    return kernels
 
 
-def _check_int(name: str, value, *, minimum: int) -> int:
+def _check_int(name: str, value: object, *, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
     if value < minimum:

@@ -8,7 +8,9 @@ most of a fresh ``edgeguard detect one.png``; these need only NumPy. Long-runnin
 fewer Python-level calls per screening.
 
 Inputs are the arrays ``Guard.analyze`` passes (float32/uint64/int64, C-contiguous, shapes
-already checked); ``edgeguard.kernels`` is the validated public API.
+already checked); ``edgeguard.kernels`` is the validated public API. The public names are what
+``Guard`` calls (``image_seeds``, ``sample_latents``, ``score``, ``p_values``, ``warmup``) and the
+conformal pieces ``edgeguard.calibration`` uses (``conformal_p``, ``fisher``, ``min_p``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,13 @@ import time
 
 import numpy as np
 
-N_PIXELS = 784
+from edgeguard.contract import SCORE_NAMES
+
+__all__ = ["SCORE_NAMES", "conformal_p", "fisher", "image_seeds", "min_p", "normal_noise", "p_values",
+           "sample_latents", "score", "warmup"]
+
+#: What ``score`` returns: label, confidence, labels (B, k), majority, n_distinct, agreement, scores (B, S).
+ScoreResult = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _TWO_GOLDEN = np.uint64(2 * 0x9E3779B97F4A7C15 % 2**64)
@@ -61,14 +69,15 @@ def sample_latents(mu: np.ndarray, logvar: np.ndarray, seeds: np.ndarray, k: int
     return z.reshape(b * k, d).astype(np.float32)
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
+def _softmax(logits: np.ndarray) -> np.ndarray:
     x = logits.astype(np.float64)
     e = np.exp(x - x.max(axis=1, keepdims=True))
     return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-def vote(probs: np.ndarray):
-    """(labels, majority, n_distinct, agreement, entropy), tie rules as ``edgeguard.kernels.vote``."""
+def _vote(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(labels, majority, n_distinct, agreement, entropy) of (B, K, C) probabilities, with the tie rules
+    of ``edgeguard.kernels.score``."""
     b, k, c = probs.shape
     labels = probs.argmax(axis=2)
     counts = (labels[:, :, None] == np.arange(c)).sum(axis=1)  # (B, C)
@@ -81,39 +90,35 @@ def vote(probs: np.ndarray):
             agreement.astype(np.float32), entropy.astype(np.float32))
 
 
-def input_agreement(labels: np.ndarray, input_labels: np.ndarray) -> np.ndarray:
+def _input_agreement(labels: np.ndarray, input_labels: np.ndarray) -> np.ndarray:
     return (labels == input_labels[:, None]).mean(axis=1).astype(np.float32)
 
 
-def recon_errors(x: np.ndarray, recon: np.ndarray, k: int):
+def _recon_errors(x: np.ndarray, recon: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     diff = recon.reshape(x.shape[0], k, x.shape[1]).astype(np.float64) - x[:, None, :]
     mse = np.einsum("bkp,bkp->bk", diff, diff) / x.shape[1]
     return mse.mean(axis=1).astype(np.float32), mse.min(axis=1).astype(np.float32)
 
 
-def kl_divergence(mu: np.ndarray, logvar: np.ndarray) -> np.ndarray:
+def _kl_divergence(mu: np.ndarray, logvar: np.ndarray) -> np.ndarray:
     m, lv = mu.astype(np.float64), logvar.astype(np.float64)
     return (0.5 * (np.exp(lv) + m * m - 1.0 - lv).sum(axis=1)).astype(np.float32)
 
 
-def posterior_spread(logvar: np.ndarray) -> np.ndarray:
+def _posterior_spread(logvar: np.ndarray) -> np.ndarray:
     return np.exp(0.5 * logvar.astype(np.float64)).mean(axis=1).astype(np.float32)
 
 
-#: The signals ``score`` returns, in column order (both backends; see edgeguard.calibration.SIGNALS).
-SCORE_NAMES = ("disagreement", "input_mismatch", "vote_entropy", "recon_mse",
-               "recon_mse_min", "kl", "posterior_spread", "low_confidence")
-
-
-def score(x: np.ndarray, logits: np.ndarray, recon: np.ndarray, mu: np.ndarray, logvar: np.ndarray, k: int):
-    """The post-processing of one screening (see ``edgeguard.kernels.score``)."""
+def score(x: np.ndarray, logits: np.ndarray, recon: np.ndarray, mu: np.ndarray, logvar: np.ndarray,
+          k: int) -> ScoreResult:
+    """The post-processing of one screening, the signals in SCORE_NAMES order (see ``edgeguard.kernels.score``)."""
     b = x.shape[0]
-    probs = softmax(logits)
+    probs = _softmax(logits)
     label, confidence = probs[:b].argmax(axis=1), probs[:b].max(axis=1)
-    labels, majority, n_distinct, agreement, entropy = vote(probs[b:].reshape(b, k, probs.shape[1]))
-    mse_mean, mse_min = recon_errors(x, recon, k)
-    scores = np.stack([1.0 - agreement, 1.0 - input_agreement(labels, label), entropy, mse_mean, mse_min,
-                       kl_divergence(mu, logvar), posterior_spread(logvar), 1.0 - confidence], axis=1)
+    labels, majority, n_distinct, agreement, entropy = _vote(probs[b:].reshape(b, k, probs.shape[1]))
+    mse_mean, mse_min = _recon_errors(x, recon, k)
+    scores = np.stack([1.0 - agreement, 1.0 - _input_agreement(labels, label), entropy, mse_mean, mse_min,
+                       _kl_divergence(mu, logvar), _posterior_spread(logvar), 1.0 - confidence], axis=1)
     return label.astype(np.int64), confidence, labels, majority, n_distinct, agreement, scores
 
 
@@ -134,7 +139,8 @@ def min_p(p: np.ndarray) -> np.ndarray:
     return -np.log(p.min(axis=-1))
 
 
-def p_values(table: np.ndarray, scores: np.ndarray, combined: np.ndarray, use_min_p: bool):
+def p_values(table: np.ndarray, scores: np.ndarray, combined: np.ndarray,
+             use_min_p: bool) -> tuple[np.ndarray, np.ndarray]:
     """Conformal p-values of S calibrated signals and their combined p-value (see edgeguard.calibration).
 
     table (S, n): each signal's sorted clean scores; scores (B, S); combined (m,): the sorted clean

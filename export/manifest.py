@@ -6,12 +6,13 @@ import datetime as dt
 import json
 from pathlib import Path
 
-from edgeguard.bundle import FORMAT_VERSION, MANIFEST, sha256_bytes
-from export.onnx_export import FILES, OPSET, SIGNATURES
+from edgeguard.bundle import sha256_bytes
+from edgeguard.contract import FORMAT_VERSION, MANIFEST, N_CLASSES, SIDE, SIGNATURES
+from export.onnx_export import FILES, OPSET
 
 INPUT_SPEC = {
-    "shape": [28, 28],
-    "onnx_shape": ["batch", 1, 28, 28],
+    "shape": [SIDE, SIDE],
+    "onnx_shape": ["batch", 1, SIDE, SIDE],
     "dtype": "float32",
     "range": [0.0, 1.0],
     "normalisation": "pixel / 255, white ink on a black background, digit centred by centre of mass (MNIST)",
@@ -28,7 +29,7 @@ def build_manifest(bundle_dir: Path, meta: dict, *, default_k: int = 10) -> dict
             "file": file,
             "sha256": sha256_bytes((bundle_dir / file).read_bytes()),
             "input": SIGNATURES[name][0],
-            "outputs": SIGNATURES[name][1],
+            "outputs": list(SIGNATURES[name][1]),
         }
     return {
         "format_version": FORMAT_VERSION,
@@ -37,7 +38,7 @@ def build_manifest(bundle_dir: Path, meta: dict, *, default_k: int = 10) -> dict
         "models": models,
         "input": INPUT_SPEC,
         "latent_dim": int(cfg["latent_dim"]),
-        "n_classes": 10,
+        "n_classes": N_CLASSES,
         "default_k": default_k,
         "provenance": {
             "data_files_sha256": meta["data_files"],

@@ -160,6 +160,23 @@ def test_info(tmp_path):
     assert "bundle" in run("info").stdout
 
 
+def test_info_of_an_uncalibrated_bundle(tmp_path):
+    from edgeguard.bundle import shipped_bundle_path
+
+    root = tmp_path / "bundle"
+    shutil.copytree(shipped_bundle_path(), root)
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest["calibration"] = manifest["camera_calibration"] = None
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    result = run("info", "--json", "--bundle", root, "--providers", "cpu")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["calibration"] == {"signals": None, "n": None, "test_false_alarm_rate": None}
+    assert summary["camera_calibration"] is None
+    assert (summary["latent_dim"], summary["default_k"], summary["format_version"]) == \
+           (manifest["latent_dim"], manifest["default_k"], manifest["format_version"])
+
+
 def test_console_script_and_module_entry_points():
     exe = shutil.which("edgeguard", path=str(Path(sys.executable).parent))
     for cmd in ([exe, "--version"] if exe else None, [sys.executable, "-m", "edgeguard", "--version"]):

@@ -12,7 +12,8 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from edgeguard.bundle import MODEL_NAMES, load_bundle, shipped_bundle_path
+from edgeguard.bundle import load_bundle, shipped_bundle_path
+from edgeguard.contract import MODEL_NAMES, N_CLASSES, PARITY_TOLERANCE, SIGNATURES
 from train.models import LATENT_DIM, VAE, Classifier, vae_loss
 
 
@@ -71,13 +72,33 @@ def test_quick_round_trip_writes_a_complete_manifest(quick_bundle):
     camera = manifest["camera_calibration"]  # the same held-out digits, filmed (export/camera.py)
     assert camera["signals"] == manifest["calibration"]["signals"] and camera["found"]["digits"] == 300
     assert 0 < camera["n"] <= 300 and set(camera["test_false_alarm_rate"]) == {"0.001", "0.01", "0.05", "0.1"}
-    load_bundle(root / "bundle")  # verifies every sha256
+    info = load_bundle(root / "bundle").info  # verifies every sha256; the manifest, typed
+    assert {name: (m.input, m.outputs) for name, m in info.models.items()} == SIGNATURES
+    assert (info.latent_dim, info.n_classes, info.default_k) == (LATENT_DIM, N_CLASSES, 10)
+    assert info.calibration.n == 300 and info.calibration.k == 10 and info.camera_calibration.n == camera["n"]
+    assert info.metrics == metrics and info.provenance == prov and info.created == manifest["created"]
+
+
+def test_export_and_torch_copy_share_one_parity_check(monkeypatch):
+    """export/onnx_export.py's parity and train.from_onnx's check_parity: one helper, one tolerance."""
+    from export import onnx_export
+    from train import from_onnx
+
+    assert from_onnx.PARITY_TOLERANCE == PARITY_TOLERANCE and not hasattr(onnx_export, "PARITY_TOLERANCE")
+    assert from_onnx.require_parity({"encoder": PARITY_TOLERANCE}, "ONNX") == {"encoder": PARITY_TOLERANCE}
+    with pytest.raises(ValueError, match=r"ONNX parity failed \(max abs difference > 0.0001\): \{'decoder'"):
+        from_onnx.require_parity({"encoder": 0.0, "decoder": 2 * PARITY_TOLERANCE}, "ONNX")
+    calls = []
+    monkeypatch.setattr(onnx_export, "onnx_parity", lambda *args: calls.append(args) or {"encoder": 1.0})
+    with pytest.raises(ValueError, match="ONNX parity failed"):
+        onnx_export.parity(VAE(), Classifier(), Path("out"), np.zeros((1, 28, 28), np.uint8))
+    assert set(calls[0][0]) == set(calls[0][1]) == set(MODEL_NAMES)
 
 
 def test_export_parity_and_checker(quick_bundle, mnist):
     root, _, manifest = quick_bundle
     diffs = manifest["metrics"]["onnx_parity_max_abs"]
-    assert set(diffs) == set(MODEL_NAMES) and max(diffs.values()) <= 1e-4
+    assert set(diffs) == set(MODEL_NAMES) and max(diffs.values()) <= PARITY_TOLERANCE
     from train.trainer import load_models
 
     vae, clf, _ = load_models(root / "run")
@@ -91,7 +112,7 @@ def test_export_parity_and_checker(quick_bundle, mnist):
     session = ort.InferenceSession(str(root / "bundle" / "classifier.onnx"), providers=["CPUExecutionProvider"])
     with torch.no_grad():
         expected = clf(x).numpy()
-    assert np.abs(session.run(None, {"image": x.numpy()})[0] - expected).max() <= 1e-4
+    assert np.abs(session.run(None, {"image": x.numpy()})[0] - expected).max() <= PARITY_TOLERANCE
 
 
 def test_checkpoints_are_plain_state_dicts(quick_bundle):
@@ -152,7 +173,7 @@ def test_shipped_bundle_meets_foundation_targets(metric, target):
     manifest = json.loads((SHIPPED / "manifest.json").read_text())
     metrics = manifest["metrics"]
     assert metrics["test_images"] == 10_000 and not manifest["provenance"]["quick"]
-    assert max(metrics["onnx_parity_max_abs"].values()) <= 1e-4
+    assert max(metrics["onnx_parity_max_abs"].values()) <= PARITY_TOLERANCE
     assert metrics[metric] >= target, f"{metric} {metrics[metric]}"
 
 

@@ -1,4 +1,4 @@
-"""edgeguard.kernels against the plain-NumPy twins in tests/naive.py."""
+"""edgeguard.kernels against the plain-loop twins in tests/naive.py."""
 
 import os
 import subprocess
@@ -12,12 +12,15 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from edgeguard import kernels as K
+from edgeguard import kernels_numba
+from edgeguard.contract import N_PIXELS, SCORE_NAMES
 from tests import naive
 
 ROOT = Path(__file__).resolve().parents[1]
-P = K.N_PIXELS
+P = N_PIXELS
 VARIANTS = pytest.mark.parametrize("par", [False, True], ids=["serial", "parallel"])
 SHAPES = pytest.mark.parametrize("b,k,d", [(7, 5, 16), (1, 1, 1), (1, 8, 3), (6, 1, 1)])
+IMPOSSIBLE = -200.0  # a logit whose softmax probability is exactly 0 in float32 (and adds nothing to the sum)
 
 
 def rng(seed=0):
@@ -35,15 +38,48 @@ def latents(b, d, seed=0):
     return mu, logvar
 
 
-def random_probs(b, k, c, seed=0):
-    return naive.softmax(3 * rng(seed).normal(size=(b * k, c)).astype(np.float32)).reshape(b, k, c)
+def score_inputs(b, k, d, c=10, seed=0):
+    """x, logits (B*(k+1), C), recon (B*k, 784), mu, logvar: random, as Guard.analyze passes them."""
+    mu, logvar = latents(b, d, seed)
+    logits = (3 * rng(seed + 1).normal(size=(b * (k + 1), c))).astype(np.float32)
+    return images(b, seed), logits, images(b * k, seed + 2), mu, logvar
 
 
-def assert_vote_equal(got, want):
-    for g, w in zip(got[:3], want[:3]):
+def subset(inputs, k, idx):
+    """The score inputs of the images ``idx`` alone."""
+    x, logits, recon, mu, logvar = inputs
+    b, rows = len(x), [r for i in idx for r in range(i * k, (i + 1) * k)]
+    return x[idx], np.concatenate([logits[idx], logits[b:][rows]]), recon[rows], mu[idx], logvar[idx]
+
+
+def one_hot_logits(rows, c=10):
+    """Logits whose softmax rows are exact: each row a {label: logit} dict, every other label impossible."""
+    out = np.full((len(rows), c), IMPOSSIBLE, np.float32)
+    for r, row in enumerate(rows):
+        for label, logit in row.items():
+            out[r, label] = logit
+    return out
+
+
+def votes(recon_logits, c=10):
+    """Score inputs for images whose reconstructions have the given logits (B, k, C); zero images and latents."""
+    b, k, _ = recon_logits.shape
+    logits = np.concatenate([np.zeros((b, c), np.float32), recon_logits.reshape(b * k, c)])
+    zeros = np.zeros((b, 1), np.float32)
+    return np.zeros((b, P), np.float32), logits, np.zeros((b * k, P), np.float32), zeros, zeros
+
+
+def assert_score_equal(got, want):
+    label, confidence, labels, majority, n_distinct, agreement, scores = got
+    assert label.dtype == labels.dtype == majority.dtype == n_distinct.dtype == np.int64
+    assert confidence.dtype == agreement.dtype == scores.dtype == np.float32
+    assert scores.shape == (len(label), len(SCORE_NAMES))
+    for g, w in zip((label, labels, majority, n_distinct), (want[0], want[2], want[3], want[4])):
         np.testing.assert_array_equal(g, w)
-    np.testing.assert_allclose(got[3], want[3], rtol=1e-6)
-    np.testing.assert_allclose(got[4], want[4], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(confidence, want[1], rtol=1e-6)
+    np.testing.assert_allclose(agreement, want[5], rtol=1e-6)
+    for j, name in enumerate(SCORE_NAMES):
+        np.testing.assert_allclose(scores[:, j], want[6][:, j], rtol=1e-5, atol=1e-7, err_msg=name)
 
 
 # ---------------------------------------------------------------- seeds
@@ -83,15 +119,6 @@ def test_image_seeds_differ():
 
 @VARIANTS
 @SHAPES
-def test_normal_noise_matches_twin(par, b, k, d):
-    seeds = K.image_seeds(images(b), 3)
-    got = K.normal_noise(seeds, k, d, parallel=par)
-    assert got.dtype == np.float32 and got.shape == (b * k, d)
-    np.testing.assert_allclose(got, naive.normal_noise(seeds, k, d), rtol=1e-6, atol=1e-6)
-
-
-@VARIANTS
-@SHAPES
 def test_sample_latents_matches_twin(par, b, k, d):
     mu, logvar = latents(b, d)
     seeds = K.image_seeds(images(b), 3)
@@ -100,7 +127,9 @@ def test_sample_latents_matches_twin(par, b, k, d):
     want = naive.sample_latents(mu, logvar, seeds, k)
     np.testing.assert_allclose(z, want, rtol=1e-6, atol=1e-6)
     assert np.mean(z == want) > 0.999  # essentially bit-for-bit
-    eps = K.normal_noise(seeds, k, d, parallel=par)
+    zeros = np.zeros_like(mu)
+    eps = K.sample_latents(zeros, zeros, seeds, k, parallel=par)  # mu 0, std 1: the noise itself
+    np.testing.assert_allclose(eps, naive.normal_noise(seeds, k, d), rtol=1e-6, atol=1e-6)
     mean = np.repeat(mu, k, axis=0)
     std = np.repeat(np.exp(0.5 * logvar), k, axis=0)
     np.testing.assert_allclose(z, mean + std * eps, rtol=1e-5, atol=1e-5)
@@ -123,7 +152,8 @@ def test_sample_latents_same_image_same_z():
 
 
 def test_noise_distribution():
-    eps = K.normal_noise(np.arange(1000, dtype=np.uint64), 20, 10).ravel()
+    zeros = np.zeros((1000, 10), np.float32)
+    eps = K.sample_latents(zeros, zeros, np.arange(1000, dtype=np.uint64), 20).ravel()
     assert eps.size == 200_000
     assert abs(eps.mean()) < 0.02
     assert abs(eps.std() - 1.0) < 0.02
@@ -131,117 +161,84 @@ def test_noise_distribution():
     assert np.all(np.isfinite(eps))
 
 
-# ---------------------------------------------------------------- softmax
+# ---------------------------------------------------------------- score: softmax, vote and signals
 
 
 @VARIANTS
-def test_softmax_matches_twin(par):
-    logits = (5 * rng().normal(size=(40, 10))).astype(np.float32)
-    logits[0] = [1000, -1000, 0, 0, 0, 0, 0, 0, 0, 1000]  # would overflow naively
-    logits[1] = 3.0
-    got = K.softmax(logits, parallel=par)
-    np.testing.assert_allclose(got, naive.softmax(logits), rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(got.sum(axis=1), 1.0, rtol=1e-6)
-    np.testing.assert_allclose(got[0], [0.5, 0, 0, 0, 0, 0, 0, 0, 0, 0.5])
-    np.testing.assert_allclose(got[1], 0.1)
-    assert K.softmax(np.ones((3, 1), np.float32)).tolist() == [[1.0]] * 3
-
-
-# ---------------------------------------------------------------- vote
+@pytest.mark.parametrize("b,k,d", [(9, 8, 16), (1, 1, 1), (3, 1, 4), (20, 4, 3)])
+def test_score_matches_twin(par, b, k, d):
+    inputs = score_inputs(b, k, d, seed=b + k)
+    inputs[1][0] = 0.0  # an all-equal row: the first label wins the argmax
+    inputs[1][b] = [1000, -1000, 0, 0, 0, 0, 0, 0, 0, 1000]  # would overflow a naive exp
+    inputs[2][0] = inputs[0][0]  # a perfect reconstruction: recon_mse_min is exactly 0 when k > 1
+    got = K.score(*inputs, k, parallel=par)
+    assert_score_equal(got, naive.score(*inputs, k))
+    assert got[0][0] == 0 and got[1][0] == pytest.approx(0.1)
+    if k > 1:
+        assert got[6][0, SCORE_NAMES.index("recon_mse_min")] == 0.0
 
 
 @VARIANTS
-@pytest.mark.parametrize("b,k,c", [(50, 8, 10), (1, 1, 10), (3, 1, 1), (20, 4, 3)])
-def test_vote_matches_twin(par, b, k, c):
-    probs = random_probs(b, k, c)
-    assert_vote_equal(K.vote(probs, parallel=par), naive.vote(probs))
-
-
-def one_hotish(labels, c=10, hi=0.9):
-    """(K, C) rows with argmax at ``labels``; the rest share 1 - hi equally."""
-    p = np.full((len(labels), c), (1 - hi) / (c - 1), np.float32)
-    p[np.arange(len(labels)), labels] = hi
-    return p
+def test_score_softmax_is_stable(par):
+    x, _, recon, mu, logvar = score_inputs(2, 1, 2)
+    logits = np.array([[1000, -1000, 0, 0, 0, 0, 0, 0, 0, 1000], [3.0] * 10, [0.0] * 10, [0.0] * 10], np.float32)
+    label, confidence, *_ = K.score(x, logits, recon, mu, logvar, 1, parallel=par)
+    assert label.tolist() == [0, 0]
+    np.testing.assert_allclose(confidence, [0.5, 0.1], rtol=1e-6)
 
 
 @VARIANTS
 def test_vote_tie_breaks(par):
-    # 2 votes each for labels 7 and 2; label 7 has the larger summed probability
-    a = one_hotish([7, 2, 7, 2])
-    a[0, 7] = 0.95
-    # exact tie in counts and summed probability: the smaller label (3) wins
-    b = one_hotish([8, 3, 8, 3])
-    # tied argmax inside a sample: first index wins -> labels 4, 4, 6
-    c = one_hotish([4, 4, 6])
-    c = np.vstack([c, one_hotish([6])])
-    c[0, 9] = c[0, 4]
-    probs = np.stack([a, b, c])
-    labels, majority, n_distinct, agreement, entropy = K.vote(probs, parallel=par)
+    image_a = [{7: 0.0}, {2: 0.0, 5: -1.0}, {7: 0.0}, {2: 0.0, 5: -1.0}]  # 2 votes each; 7 has more probability
+    image_b = [{8: 0.0}, {3: 0.0}, {8: 0.0}, {3: 0.0}]  # an exact tie in votes and probability: the smaller label
+    image_c = [{4: 0.0, 9: 0.0}, {4: 0.0}, {6: 0.0, 1: -1.0}, {6: 0.0, 1: -1.0}]  # a tied argmax: the first label
+    recon_logits = one_hot_logits(image_a + image_b + image_c).reshape(3, 4, 10)
+    inputs = votes(recon_logits)
+    got = K.score(*inputs, 4, parallel=par)
+    _, _, labels, majority, n_distinct, agreement, scores = got
     assert majority.tolist() == [7, 3, 4]
-    assert labels[2].tolist() == [4, 4, 6, 6]
+    assert labels.tolist() == [[7, 2, 7, 2], [8, 3, 8, 3], [4, 4, 6, 6]]
     assert n_distinct.tolist() == [2, 2, 2]
     np.testing.assert_allclose(agreement, 0.5)
-    np.testing.assert_allclose(entropy, np.log(2), rtol=1e-6)
-    assert_vote_equal((labels, majority, n_distinct, agreement, entropy), naive.vote(probs))
+    np.testing.assert_allclose(scores[:, SCORE_NAMES.index("vote_entropy")], np.log(2), rtol=1e-6)
+    assert_score_equal(got, naive.score(*inputs, 4))
 
 
 @VARIANTS
 def test_vote_unanimous(par):
-    probs = np.stack([one_hotish([5] * 6), one_hotish([0] * 6)])
-    labels, majority, n_distinct, agreement, entropy = K.vote(probs, parallel=par)
+    recon_logits = one_hot_logits([{5: 0.0}] * 6 + [{0: 0.0}] * 6).reshape(2, 6, 10)
+    _, _, labels, majority, n_distinct, agreement, scores = K.score(*votes(recon_logits), 6, parallel=par)
     assert (labels == [[5], [0]]).all()
     assert majority.tolist() == [5, 0]
     assert n_distinct.tolist() == [1, 1]
     assert agreement.tolist() == [1.0, 1.0]
-    assert entropy.tolist() == [0.0, 0.0]
+    assert scores[:, SCORE_NAMES.index("vote_entropy")].tolist() == [0.0, 0.0]
+    assert scores[:, SCORE_NAMES.index("disagreement")].tolist() == [0.0, 0.0]
 
 
 @settings(max_examples=150, deadline=None)
 @given(hnp.arrays(np.float32, hnp.array_shapes(min_dims=3, max_dims=3, max_side=6),
-                  elements=st.sampled_from([0.0, 0.25, 0.5, 1.0])))
-def test_vote_ties_property(probs):
-    # few distinct values -> frequent ties in argmax, counts and summed probability
-    assert_vote_equal(K.vote(probs), naive.vote(probs))
-
-
-# ---------------------------------------------------------------- scores
-
-
-@VARIANTS
-@pytest.mark.parametrize("b,k", [(30, 6), (1, 1), (4, 1)])
-def test_input_agreement_matches_twin(par, b, k):
-    labels = rng().integers(0, 3, size=(b, k))
-    inputs = rng(1).integers(0, 3, size=b)
-    got = K.input_agreement(labels, inputs, parallel=par)
-    assert got.dtype == np.float32
-    np.testing.assert_allclose(got, naive.input_agreement(labels, inputs), rtol=1e-7)
-
-
-@VARIANTS
-@pytest.mark.parametrize("b,k", [(9, 8), (1, 1), (3, 1)])
-def test_recon_errors_matches_twin(par, b, k):
-    x = images(b)
-    recon = images(b * k, seed=5)
-    recon[0] = x[0]  # a perfect reconstruction: min is exactly 0 when k > 1
-    got = K.recon_errors(x, recon, k, parallel=par)
-    want = naive.recon_errors(x, recon, k)
-    for g, w in zip(got, want):
-        assert g.dtype == np.float32 and g.shape == (b,)
-        np.testing.assert_allclose(g, w, rtol=1e-6, atol=0)
-    assert got[1][0] == 0.0
+                  elements=st.sampled_from([0.0, 1.0, 2.0, IMPOSSIBLE])))
+def test_vote_ties_property(recon_logits):
+    # few distinct logits -> frequent ties in argmax, votes and summed probability
+    b, k, c = recon_logits.shape
+    _, confidence, labels, majority, n_distinct, agreement, scores = K.score(*votes(recon_logits, c), k)
+    for i in range(b):
+        want = naive.vote([naive.softmax_row(row) for row in recon_logits[i]])
+        assert (labels[i].tolist(), majority[i], n_distinct[i]) == tuple(want[:3])
+        assert agreement[i] == pytest.approx(want[3], rel=1e-6)
+        assert scores[i, SCORE_NAMES.index("vote_entropy")] == pytest.approx(want[4], rel=1e-6, abs=1e-7)
+    np.testing.assert_allclose(confidence, 1.0 / c, rtol=1e-6)
 
 
 @VARIANTS
 @pytest.mark.parametrize("b,d", [(25, 16), (1, 1)])
-def test_kl_and_spread_match_twin(par, b, d):
-    mu, logvar = latents(b, d)
-    np.testing.assert_allclose(K.kl_divergence(mu, logvar, parallel=par),
-                               naive.kl_divergence(mu, logvar), rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(K.posterior_spread(logvar, parallel=par),
-                               naive.posterior_spread(logvar), rtol=1e-6)
-    zero = np.zeros((2, d), np.float32)
-    assert K.kl_divergence(zero, zero).tolist() == [0.0, 0.0]
-    assert K.posterior_spread(zero).tolist() == [1.0, 1.0]
+def test_latent_signals_of_a_standard_posterior(par, b, d):
+    x, _, recon, _, _ = score_inputs(b, 1, d)
+    zero = np.zeros((b, d), np.float32)
+    *_, scores = K.score(x, np.zeros((2 * b, 10), np.float32), recon, zero, zero, 1, parallel=par)
+    assert scores[:, SCORE_NAMES.index("kl")].tolist() == [0.0] * b
+    assert scores[:, SCORE_NAMES.index("posterior_spread")].tolist() == [1.0] * b
 
 
 # ---------------------------------------------------------------- large batch
@@ -255,7 +252,8 @@ def test_large_batch_serial_equals_parallel():
     seeds = K.image_seeds(x, 1, parallel=False)
     np.testing.assert_array_equal(K.image_seeds(x, 1, parallel=True), seeds)
     np.testing.assert_array_equal(K.image_seeds(x, 1), seeds)  # auto picks parallel
-    np.testing.assert_array_equal(seeds, naive.image_seeds(x, 1))
+    few = [0, 1, 2500, b - 1]  # the plain loops are slow: a few images of the batch
+    np.testing.assert_array_equal(seeds[few], naive.image_seeds(x[few], 1))
 
     def both(fn, *args):
         s, p = fn(*args, parallel=False), fn(*args, parallel=True)
@@ -264,17 +262,13 @@ def test_large_batch_serial_equals_parallel():
         return s
 
     z = both(K.sample_latents, mu, logvar, seeds, k)
-    np.testing.assert_allclose(z, naive.sample_latents(mu, logvar, seeds, k), rtol=1e-6, atol=1e-6)
-    both(K.normal_noise, seeds, k, d)
-    probs = both(K.softmax, rng().normal(size=(b * k, 10)).astype(np.float32)).reshape(b, k, 10)
-    labels, majority, *_ = both(K.vote, probs)
-    both(K.input_agreement, labels, majority)
-    recon = rng(2).random((b * k, P), dtype=np.float32)
-    got = both(K.recon_errors, x, recon, k)
-    for g, w in zip(got, naive.recon_errors(x, recon, k)):
-        np.testing.assert_allclose(g, w, rtol=1e-6)
-    both(K.kl_divergence, mu, logvar)
-    both(K.posterior_spread, logvar)
+    rows = [r for i in few for r in range(i * k, (i + 1) * k)]
+    np.testing.assert_allclose(z[rows], naive.sample_latents(mu[few], logvar[few], seeds[few], k), rtol=1e-6,
+                               atol=1e-6)
+    inputs = (x, rng().normal(size=(b * (k + 1), 10)).astype(np.float32), rng(2).random((b * k, P), np.float32),
+              mu, logvar)
+    got = both(K.score, *inputs, k)
+    assert_score_equal(tuple(a[few] for a in got), naive.score(*subset(inputs, k, few), k))
 
 
 def test_empty_batch():
@@ -282,8 +276,11 @@ def test_empty_batch():
     mu = np.zeros((0, 4), np.float32)
     assert K.image_seeds(x, 0).shape == (0,)
     assert K.sample_latents(mu, mu, np.zeros(0, np.uint64), 3).shape == (0, 4)
-    assert K.vote(np.zeros((0, 3, 10), np.float32))[0].shape == (0, 3)
-    assert K.recon_errors(x, x, 2)[0].shape == (0,)
+    label, _, labels, *_, scores = K.score(x, np.zeros((0, 10), np.float32), np.zeros((0, P), np.float32), mu, mu, 3)
+    assert label.shape == (0,) and labels.shape == (0, 3) and scores.shape == (0, len(SCORE_NAMES))
+    p, p_combined = K.p_values(np.zeros((2, 5), np.float32), np.zeros((0, 2), np.float32), np.zeros(3, np.float32),
+                               False)
+    assert p.shape == (0, 2) and p_combined.shape == (0,)
 
 
 # ---------------------------------------------------------------- validation
@@ -292,7 +289,8 @@ f32, f64 = np.float32, np.float64
 X = np.zeros((2, P), f32)
 MU = np.zeros((2, 4), f32)
 SEEDS = np.zeros(2, np.uint64)
-LAB = np.zeros((2, 3), np.int64)
+LOGITS = np.zeros((6, 10), f32)  # B=2, k=2
+RECON = np.zeros((4, P), f32)
 
 
 @pytest.mark.parametrize("call,match", [
@@ -302,14 +300,10 @@ LAB = np.zeros((2, 3), np.int64)
     (lambda: K.sample_latents(MU.astype(f64), MU, SEEDS, 2), "float32"),
     (lambda: K.sample_latents(MU, MU, SEEDS.astype(np.int64), 2), "uint64"),
     (lambda: K.sample_latents(MU, MU, SEEDS, 2.0), "int"),
-    (lambda: K.normal_noise(SEEDS.astype(np.uint32), 2, 3), "uint64"),
-    (lambda: K.softmax(np.zeros((2, 10), f64)), "float32"),
-    (lambda: K.vote(np.zeros((2, 3, 10), f64)), "float32"),
-    (lambda: K.input_agreement(LAB.astype(np.int32), np.zeros(2, np.int64)), "int64"),
-    (lambda: K.input_agreement(LAB, np.zeros(2, np.int32)), "int64"),
-    (lambda: K.recon_errors(X, np.zeros((4, P), f64), 2), "float32"),
-    (lambda: K.kl_divergence(MU, MU.astype(np.float16)), "float32"),
-    (lambda: K.posterior_spread(MU.astype(f64)), "float32"),
+    (lambda: K.score(X, LOGITS.astype(f64), RECON, MU, MU, 2), "float32"),
+    (lambda: K.score(X, LOGITS, RECON.astype(f64), MU, MU, 2), "float32"),
+    (lambda: K.score(X, LOGITS, RECON, MU, MU.astype(np.float16), 2), "float32"),
+    (lambda: K.score(X, LOGITS, RECON, MU, MU, 2.0), "int"),
 ])
 def test_wrong_dtype_raises_type_error(call, match):
     with pytest.raises(TypeError, match=match):
@@ -324,16 +318,11 @@ def test_wrong_dtype_raises_type_error(call, match):
     (lambda: K.sample_latents(MU, MU, np.zeros(3, np.uint64), 2), r"\(B,\)"),
     (lambda: K.sample_latents(MU, MU, SEEDS, 0), ">= 1"),
     (lambda: K.sample_latents(np.zeros((2, 0), f32), np.zeros((2, 0), f32), SEEDS, 1), "D >= 1"),
-    (lambda: K.normal_noise(SEEDS.reshape(1, 2), 2, 3), "1-D"),
-    (lambda: K.normal_noise(SEEDS, 2, 0), ">= 1"),
-    (lambda: K.softmax(np.zeros(10, f32)), "2-D"),
-    (lambda: K.vote(np.zeros((2, 10), f32)), "3-D"),
-    (lambda: K.vote(np.zeros((2, 0, 10), f32)), "K, C >= 1"),
-    (lambda: K.input_agreement(LAB, np.zeros(3, np.int64)), r"\(B,\)"),
-    (lambda: K.recon_errors(X, np.zeros((3, P), f32), 2), r"\(B\*k, 784\) = \(4, 784\)"),
-    (lambda: K.recon_errors(X, np.zeros((4, P), f32), 0), ">= 1"),
-    (lambda: K.kl_divergence(MU, np.zeros((3, 4), f32)), r"\(2, 4\)"),
-    (lambda: K.posterior_spread(np.zeros((2, 8), f32)[:, ::2]), "C-contiguous"),
+    (lambda: K.score(X, LOGITS[0], RECON, MU, MU, 2), "2-D"),
+    (lambda: K.score(X, LOGITS, np.zeros((3, P), f32), MU, MU, 2), r"\(B\*k, 784\) = \(4, 784\)"),
+    (lambda: K.score(X, LOGITS, RECON, MU, MU, 0), ">= 1"),
+    (lambda: K.score(X, LOGITS, RECON, MU, np.zeros((3, 4), f32), 2), r"\(2, 4\)"),
+    (lambda: K.score(X, LOGITS, RECON, MU, np.zeros((2, 8), f32)[:, ::2], 2), "C-contiguous"),
 ])
 def test_wrong_shape_raises_value_error(call, match):
     with pytest.raises(ValueError, match=match):
@@ -347,14 +336,20 @@ def test_warmup():
     assert 0.0 <= K.warmup() < 5.0
 
 
+def test_only_what_the_runtime_calls_is_public():
+    public = {name for name in vars(K) if not name.startswith("_") and callable(getattr(K, name))
+              and getattr(getattr(K, name), "__module__", None) == K.__name__}
+    assert public == {"image_seeds", "sample_latents", "score", "p_values", "warmup"}
+
+
 def test_configure_cache_fallback(monkeypatch, tmp_path):
     import numba
 
     monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setattr(numba.config, "CACHE_DIR", "")
-    monkeypatch.setattr(K.os, "access", lambda *a, **kw: False)  # read-only install
-    K._configure_numba_cache()
+    monkeypatch.setattr(kernels_numba.os, "access", lambda *a, **kw: False)  # read-only install
+    kernels_numba._configure_numba_cache()
     want = str(tmp_path / "edgeguard" / "numba")
     assert os.environ["NUMBA_CACHE_DIR"] == want
     assert numba.config.CACHE_DIR == want
@@ -365,8 +360,8 @@ def test_configure_cache_honours_env(monkeypatch, tmp_path):
 
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(numba.config, "CACHE_DIR", "")  # numba imported before the env was set
-    monkeypatch.setattr(K.os, "access", lambda *a, **kw: False)
-    K._configure_numba_cache()
+    monkeypatch.setattr(kernels_numba.os, "access", lambda *a, **kw: False)
+    kernels_numba._configure_numba_cache()
     assert os.environ["NUMBA_CACHE_DIR"] == str(tmp_path)
     assert numba.config.CACHE_DIR == str(tmp_path)
 

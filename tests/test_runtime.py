@@ -56,7 +56,7 @@ def test_calibration_is_exact_on_exchangeable_data(guard, mnist, alpha):
 def test_screen_returns_verdicts(guard, digits, mnist):
     verdicts = guard.screen(digits)
     assert len(verdicts) == len(digits)
-    for v, y in zip(verdicts, mnist.test_y[: len(digits)]):
+    for v in verdicts:
         assert isinstance(v, Verdict) and v.verdict in VERDICTS
         assert len(v.labels) == guard.k and 1 <= v.n_distinct <= guard.k
         assert 0.0 < v.p_value <= 1.0 and all(0.0 < p <= 1.0 for p in v.p_values.values())
@@ -229,6 +229,62 @@ def test_uncalibrated_bundle_says_how_to_calibrate(bundle_copy, digits):
     assert len(g.analyze(digits[:2]).label) == 2
     with pytest.raises(BundleError, match="export.calibrate"):
         g.screen(digits[:2])
+
+
+def test_manifest_is_read_into_a_typed_object(guard):
+    from edgeguard.bundle import Manifest, load_bundle, load_manifest, read_manifest
+    from edgeguard.contract import CALIBRATIONS, MODEL_NAMES, SIGNATURES
+
+    raw = json.loads((shipped_bundle_path() / "manifest.json").read_text())
+    info = load_manifest()
+    assert isinstance(info, Manifest) and info.raw == raw == read_manifest(shipped_bundle_path()) == guard.manifest
+    assert info.sha256 == load_bundle().manifest_sha256 == guard.bundle.manifest_sha256
+    assert (info.format_version, info.latent_dim, info.n_classes, info.default_k) == \
+           (raw["format_version"], raw["latent_dim"], raw["n_classes"], raw["default_k"])
+    assert list(info.models) == list(MODEL_NAMES)
+    for name, model in info.models.items():
+        assert (model.file, model.sha256) == (raw["models"][name]["file"], raw["models"][name]["sha256"])
+        assert (model.input, model.outputs) == SIGNATURES[name]
+    assert (info.metrics, info.provenance, info.input) == (raw["metrics"], raw["provenance"], raw["input"])
+    assert (info.name, info.created) == (raw["name"], raw["created"])
+    assert set(info.calibrations) == set(CALIBRATIONS)
+    for choice, key in CALIBRATIONS.items():
+        calibration, entry = info.calibrations[choice], raw[key]
+        assert list(calibration.signals) == entry["signals"] and calibration.combination == entry["combination"]
+        assert (calibration.n, calibration.k, calibration.seed) == (entry["n"], entry["k"], entry["seed"])
+        assert calibration.test_false_alarm_rate == entry["test_false_alarm_rate"]
+    assert info.calibration is info.calibrations["digits"] and info.camera_calibration is info.calibrations["camera"]
+    assert guard.bundle.info.calibration is guard.calibration  # decoded once, when the bundle was checked
+    table = np.stack([info.calibration.scores[s] for s in info.calibration.signals])
+    assert np.array_equal(guard.calibration.table, table)
+
+
+def test_calibration_entries_are_checked_in_one_place(bundle_copy):
+    """load_bundle's message is Calibration.from_manifest's, after the manifest's path."""
+    from edgeguard.bundle import load_bundle
+    from edgeguard.calibration import Calibration
+
+    manifest = json.loads((bundle_copy / "manifest.json").read_text())
+    entry = {**manifest["camera_calibration"], "k": 3}
+    with pytest.raises(BundleError) as direct:
+        Calibration.from_manifest(entry, manifest["default_k"], "camera_calibration")
+    manifest["camera_calibration"] = entry
+    (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError) as loading:
+        load_bundle(bundle_copy)
+    assert str(loading.value) == f"{bundle_copy / 'manifest.json'}: {direct.value}"
+    assert str(direct.value).startswith("camera_calibration: computed with k=3 but 'default_k' is 10")
+
+
+def test_uncalibrated_manifest_has_no_calibrations(bundle_copy):
+    from edgeguard.bundle import load_manifest
+
+    manifest = json.loads((bundle_copy / "manifest.json").read_text())
+    manifest["calibration"] = None
+    del manifest["camera_calibration"]
+    (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+    info = load_manifest(bundle_copy)
+    assert info.calibrations == {} and info.calibration is None and info.camera_calibration is None
 
 
 def test_runtime_never_imports_torch(tmp_path):

@@ -7,12 +7,14 @@ same arithmetic as onnxruntime, with gradients. Only the operators our exporter 
 anything else is a clear ``NotImplementedError`` naming the operator.
 
 ``load_shipped`` returns the three modules and checks them against onnxruntime
-(``parity`` -> max abs difference per model, must be <= PARITY_TOLERANCE).
+(``parity`` -> max abs difference per model, must be <= PARITY_TOLERANCE). ``onnx_parity`` and
+``require_parity`` are the one parity check, shared with export/onnx_export.py.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,8 +26,7 @@ import torch.nn.functional as F
 from onnx import numpy_helper
 from torch import nn
 
-PARITY_TOLERANCE = 1e-4
-NAMES = ("encoder", "decoder", "classifier")
+from edgeguard.contract import MODEL_NAMES, PARITY_TOLERANCE, SIDE, SIGNATURES
 
 
 def _attrs(node) -> dict:
@@ -195,30 +196,41 @@ def load_shipped(bundle: str | os.PathLike[str] | None = None) -> ShippedModels:
 
     loaded = load_bundle(bundle)  # verifies sha256
     root = Path(loaded.path)
-    paths = {name: root / loaded.manifest["models"][name]["file"] for name in NAMES}
-    return ShippedModels(**{name: load_onnx(paths[name]) for name in NAMES}, paths=paths)
+    paths = {name: root / loaded.info.models[name].file for name in MODEL_NAMES}
+    return ShippedModels(**{name: load_onnx(paths[name]) for name in MODEL_NAMES}, paths=paths)
 
 
 @torch.no_grad()
-def parity(models: ShippedModels, images: np.ndarray) -> dict[str, float]:
-    """Max abs difference between the torch modules and onnxruntime, per model, on images (uint8 or [0,1])."""
+def onnx_parity(modules: Mapping[str, nn.Module], paths: Mapping[str, Path], images: np.ndarray) -> dict[str, float]:
+    """Max abs difference between onnxruntime (each model's ONNX file in ``paths``) and the torch ``modules``,
+    per model, on images (uint8, or float in [0, 1]); the decoder is fed the torch encoder's mu."""
     x = images.astype(np.float32)
-    x = (x / 255.0 if images.dtype == np.uint8 else x).reshape(-1, 1, 28, 28).astype(np.float32)
-    mu, _ = models.encoder(torch.from_numpy(x))
+    x = (x / 255.0 if images.dtype == np.uint8 else x).reshape(-1, 1, SIDE, SIDE).astype(np.float32)
+    mu, _ = modules["encoder"](torch.from_numpy(x))
     inputs = {"encoder": x, "decoder": mu.numpy(), "classifier": x}
     result = {}
-    for name, module in models.modules().items():
-        session = ort.InferenceSession(str(models.paths[name]), providers=["CPUExecutionProvider"])
-        got = session.run(None, {session.get_inputs()[0].name: inputs[name]})
-        expected = module(torch.from_numpy(inputs[name]))
+    for name in MODEL_NAMES:
+        session = ort.InferenceSession(str(paths[name]), providers=["CPUExecutionProvider"])
+        got = session.run(None, {SIGNATURES[name][0]: inputs[name]})
+        expected = modules[name](torch.from_numpy(inputs[name]))
         expected = expected if isinstance(expected, tuple) else (expected,)
         result[name] = float(max(np.abs(g - e.numpy()).max() for g, e in zip(got, expected)))
     return result
 
 
-def check_parity(models: ShippedModels, images: np.ndarray) -> dict[str, float]:
-    result = parity(models, images)
+def require_parity(result: dict[str, float], what: str) -> dict[str, float]:
+    """``result`` (an ``onnx_parity``), or ValueError naming ``what`` when a model differs by more than
+    PARITY_TOLERANCE (the contract's)."""
     bad = {n: d for n, d in result.items() if d > PARITY_TOLERANCE}
     if bad:
-        raise ValueError(f"torch/onnxruntime parity failed (max abs difference > {PARITY_TOLERANCE}): {bad}")
+        raise ValueError(f"{what} parity failed (max abs difference > {PARITY_TOLERANCE}): {bad}")
     return result
+
+
+def parity(models: ShippedModels, images: np.ndarray) -> dict[str, float]:
+    """Max abs difference between the torch modules and onnxruntime, per model, on images (uint8 or [0,1])."""
+    return onnx_parity(models.modules(), models.paths, images)
+
+
+def check_parity(models: ShippedModels, images: np.ndarray) -> dict[str, float]:
+    return require_parity(parity(models, images), "torch/onnxruntime")
