@@ -7,7 +7,6 @@ Only the batch loops carry signatures, so only they load from numba's cache at i
 are compiled into them.  All of them stay in this one file: numba's cache is invalidated by edits to the file
 of the cached function, not to the files of the functions it calls.
 """
-# mypy: allow-untyped-defs
 # (numba kernels carry numba signatures, or take their callers' types, instead of Python annotations)
 
 from __future__ import annotations

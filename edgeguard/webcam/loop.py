@@ -9,13 +9,12 @@ import time
 from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
-from edgeguard.bundle import read_manifest, shipped_bundle_path
+from edgeguard.bundle import load_manifest
 from edgeguard.errors import EdgeGuardError
 from edgeguard.guard import Guard
 from edgeguard.webcam.overlay import annotate
@@ -30,10 +29,10 @@ def default_calibration(bundle: str | os.PathLike[str] | None = None) -> str:
     """The calibration to screen camera frames with (``Guard.load(calibration=...)``): "camera" (calibrated
     on filmed digits) when the bundle (None: the shipped one) has one, else "digits"."""
     try:
-        manifest = read_manifest(shipped_bundle_path() if bundle is None else Path(bundle))
+        manifest = load_manifest(bundle)
     except EdgeGuardError:
         return "digits"  # loading the bundle will report the problem
-    return "camera" if manifest.get("camera_calibration") is not None else "digits"
+    return "camera" if manifest.camera_calibration is not None else "digits"
 
 
 @dataclass(frozen=True)
