@@ -6,7 +6,7 @@ images, never trained on). A score s becomes the conformal p-value
 
     p = (1 + #{calibration scores >= s}) / (n + 1).
 
-The signals in use (chosen in the robustness lab, see reports/robustness.md and export/calibrate.py)
+The signals in use (chosen on held-out data by export/select_signals.py; the manifest records the choice)
 are combined with Fisher's statistic T = -2 * sum(log p_j) (or, when the manifest says
 ``"combination": "min_p"``, Tippett's T = -log(min_j p_j)), and T is calibrated the same way
 against the calibration split's own (leave-one-out) statistics. That final p-value is

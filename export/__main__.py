@@ -35,7 +35,10 @@ def build_bundle(run_dir: Path, out_dir: Path, data_dir: Path | None = None, *, 
     metrics.update(test_images=n, k=k, seed=guard.seed, measured_with="edgeguard runtime (onnxruntime CPU)",
                    onnx_parity_max_abs=diffs, parity_images=256)
     manifest_io.update(out_dir, metrics=metrics)
-    calibrate(out_dir, data.val_x[:n], data.test_x[:n], k=k)
+    from export.select_signals import Sizes, select
+
+    selection = select(out_dir, data.val_x, data.val_y, sizes=Sizes.quick() if quick else None)
+    calibrate(out_dir, data.val_x[:n], data.test_x[:n], k=k, selection=selection)
     m = n_measure or (QUICK_DIGITS if quick else None)
     calibrate_camera(out_dir, (data.val_x[:m], data.val_y[:m]), (data.test_x[:m], data.test_y[:m]), k=k)
     return manifest_io.read(out_dir)

@@ -27,20 +27,27 @@ from export.camera import QUICK_DIGITS, calibrate_camera
 from export.measure import analyze_all, false_alarm_rates
 from train.data import load_mnist
 
-# Chosen from the robustness lab (reports/robustness.md, "Choosing the verdict's signals"): the signals that
-# separate attacks and OOD inputs from clean digits, without the ones that only dilute the combination.
+# What export/select_signals.py chooses on held-out data (python -m export.calibrate --select records the
+# choice and every candidate's figures in the manifest's calibration.selection); used without --select.
 DEFAULT_SIGNALS = ("input_mismatch", "recon_mse", "posterior_spread", "low_confidence")
 DEFAULT_COMBINATION = "fisher"
 
 
 def calibrate(bundle_dir: Path, val_x: np.ndarray, test_x: np.ndarray | None = None,
               signals: tuple[str, ...] = DEFAULT_SIGNALS, k: int | None = None,
-              combination: str = DEFAULT_COMBINATION) -> dict:
-    """Fits the calibration on val_x, writes it into the manifest and returns the manifest's calibration summary."""
+              combination: str = DEFAULT_COMBINATION, selection: dict | None = None) -> dict:
+    """Fits the calibration on val_x, writes it into the manifest and returns the manifest's calibration summary.
+
+    ``selection``: the result of ``export.select_signals.select`` on held-out data; its chosen signals and
+    combination replace ``signals`` and ``combination``, and it is recorded in the manifest entry."""
+    if selection is not None:
+        signals, combination = tuple(selection["signals"]), selection["combination"]
     guard = Guard.load(bundle_dir, providers="cpu", k=k)
     calibration = Calibration.fit(analyze_all(guard, val_x).signals, signals, combination)
     entry = calibration.to_manifest()
     entry.update(k=guard.k, seed=guard.seed, n=int(len(val_x)), split="MNIST training images 55000-59999")
+    if selection is not None:
+        entry["selection"] = selection
     if test_x is not None:
         test_signals = analyze_all(guard, test_x).signals
         _, p = calibration.p_values(test_signals)
@@ -59,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="how the per-signal p-values are combined")
     parser.add_argument("--only", choices=("digits", "camera"), default=None,
                         help="recompute only this calibration (default: both, digits first)")
+    parser.add_argument("--select", action="store_true",
+                        help="choose the signals and combination on held-out data first (export/select_signals.py) "
+                             "and record the choice in the manifest")
     parser.add_argument("--quick", action="store_true",
                         help=f"1,000 images of each split (camera: {QUICK_DIGITS} filmed digits of each)")
     args = parser.parse_args(argv)
@@ -66,8 +76,14 @@ def main(argv: list[str] | None = None) -> int:
     summary = {}
     if args.only != "camera":
         n = 1000 if args.quick else None
+        selection = None
+        if args.select:
+            from export.select_signals import Sizes, select
+
+            selection = select(args.bundle, data.val_x, data.val_y, sizes=Sizes.quick() if args.quick else None)
         summary["calibration"] = calibrate(args.bundle, data.val_x[:n], data.test_x[:n],
-                                           tuple(args.signals.split(",")), combination=args.combination)
+                                           tuple(args.signals.split(",")), combination=args.combination,
+                                           selection=selection)
     if args.only != "digits":
         n = QUICK_DIGITS if args.quick else None
         summary["camera_calibration"] = calibrate_camera(args.bundle, (data.val_x[:n], data.val_y[:n]),

@@ -117,10 +117,10 @@ def evaluate(data: dict[str, Any], signals: tuple[str, ...], combination: str, a
     """One candidate's selection figures."""
     calibration = Calibration.fit(data["fit"], signals, combination)
     _, p_clean = calibration.p_values(data["clean"])
-    detection = {}
+    detection: dict[str, float | None] = {}
     for name, attack_signals in data["attacks"].items():
         _, p = calibration.p_values(attack_signals)
-        detection[name] = float(np.mean(p < alpha)) if len(p) else float("nan")
+        detection[name] = float(np.mean(p < alpha)) if len(p) else None  # no success to detect (JSON null)
     auroc = {}
     for name, ood_signals in data["ood"].items():
         _, p = calibration.p_values(ood_signals)
@@ -135,7 +135,7 @@ def choose(rows: dict[str, dict[str, Any]], alpha: float, n_clean: int) -> str:
     limit = alpha + 2 * math.sqrt(alpha * (1 - alpha) / n_clean)
 
     def score(row: dict[str, Any]) -> float:
-        detection = [v for v in row["detection"].values() if not math.isnan(v)]
+        detection = [v for v in row["detection"].values() if v is not None]
         return 0.5 * float(np.mean(detection)) + 0.5 * float(np.mean(list(row["auroc"].values())))
 
     for row in rows.values():

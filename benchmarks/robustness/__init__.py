@@ -6,9 +6,13 @@ one), screening everything through the real runtime (edgeguard.Guard, onnxruntim
 - attacks on the bundle's own classifier weights (train.from_onnx): FGSM, L-BFGS, PGD-Linf, C&W-L2;
 - Experiment A: consistency under sampling and detection, per attack;
 - out-of-distribution detection (Fashion-MNIST, noise, inverted digits, rendered letters/symbols);
+- the verdict kinds (adversarial, out-of-distribution, uncertain) of each set's flagged images;
 - Experiment B: confidence vs reconstruction loss, calibration (ECE, temperature), risk-coverage;
-- the signal-combination candidates behind the verdict;
+- the held-out signal selection recorded in the manifest (``calibration.selection``, from
+  ``python -m export.calibrate --select``), rendered as recorded, never recomputed on test data;
 - an adaptive (detector-aware, EOT) attack.
+
+The MNIST test images and the OOD sets only measure: nothing here fits, tunes or chooses on them.
 
 Without --quick, on the shipped bundle, it also writes the headline numbers into the manifest
 (manifest["robustness"]). --quick runs a few hundred images, for the tests.

@@ -1,6 +1,10 @@
 """The lab's experiments, each screened through the real runtime (edgeguard.Guard, onnxruntime, K samples):
 attacks on the bundle's own classifier weights, out-of-distribution sets, Experiment B (confidence vs
-reconstruction loss, calibration), the signal-combination candidates and the adaptive (EOT) attack."""
+reconstruction loss, calibration) and the adaptive (EOT) attack.
+
+Nothing here chooses anything: the verdict's signals are chosen on held-out data by ``export/select_signals.py``
+and the report only renders that record (the manifest's ``calibration.selection``). The MNIST test images and
+the OOD sets below only measure."""
 
 from __future__ import annotations
 
@@ -17,8 +21,8 @@ from scipy.stats import spearmanr
 from tqdm import tqdm
 
 from benchmarks import report_figures as figs
-from benchmarks.robustness.metrics import auroc, ece, fit_temperature, risk_coverage, softmax
-from edgeguard.calibration import SIGNALS, Calibration, decide
+from benchmarks.robustness.metrics import ece, fit_temperature, risk_coverage, softmax
+from edgeguard.calibration import Calibration, decide
 from edgeguard.contract import SIDE
 from edgeguard.guard import Guard, Screening
 from edgeguard.normalize import preprocess
@@ -28,8 +32,17 @@ from train.data import load_fashion_mnist
 
 ALPHA = 0.01
 FGSM_EPS = (0.05, 0.1, 0.2, 0.3)
+PGD = dict(eps=0.3, steps=40, step_size=0.01)  # torchattacks.PGD, random start
+PGD_NAME = f"PGD-Linf eps={PGD['eps']}"
+CW = dict(c=10.0, kappa=0.0, lr=0.05)  # torchattacks.CW; steps: SIZES["cw_steps"]
+UNBOUNDED = dict(eps=1.0, steps=40, step_size=0.05)  # the sanity check: PGD with an unbounded budget
 ADAPTIVE_EPS = (0.1, 0.2, 0.3)
+ADAPTIVE_PLAIN_STEPS = 40  # the undefended comparison: plain PGD, step eps / ADAPTIVE_PLAIN_STEP_DIV
+ADAPTIVE_PLAIN_STEP_DIV = 16
 EOT_DRAWS = 20
+GAUSSIAN_NOISE = (0.5, 0.25)  # mean, standard deviation (then clipped to [0, 1])
+LETTER_ROTATION = 12.0  # degrees, uniform in +-
+ECE_BINS = 15
 
 SIZES = {
     # clean: MNIST test images screened clean; attack: images attacked by FGSM/PGD/C&W; lbfgs: by L-BFGS;
@@ -108,7 +121,7 @@ def rendered_characters(n: int, seed: int) -> tuple[np.ndarray, list[str]]:
         thick = int(rng.integers(2, 7))
         (w, h), base = cv2.getTextSize(ch, font, scale, thick)
         cv2.putText(canvas, ch, ((96 - w) // 2, (96 + h) // 2), font, scale, 255, thick, cv2.LINE_AA)
-        rot = cv2.getRotationMatrix2D((48, 48), float(rng.uniform(-12, 12)), 1.0)
+        rot = cv2.getRotationMatrix2D((48, 48), float(rng.uniform(-LETTER_ROTATION, LETTER_ROTATION)), 1.0)
         canvas = cv2.warpAffine(canvas, rot, (96, 96))
         try:
             images.append(preprocess(canvas))
@@ -124,7 +137,7 @@ def ood_sets(n: int, mnist_test: np.ndarray, seed: int) -> dict[str, np.ndarray]
     letters, _ = rendered_characters(n, seed)
     return {
         "Fashion-MNIST": fashion[:n].astype(np.float32) / 255.0,
-        "Gaussian noise": np.clip(rng.normal(0.5, 0.25, (n, SIDE, SIDE)), 0, 1).astype(np.float32),
+        "Gaussian noise": np.clip(rng.normal(*GAUSSIAN_NOISE, (n, SIDE, SIDE)), 0, 1).astype(np.float32),
         "uniform noise": rng.random((n, SIDE, SIDE), dtype=np.float32),
         "inverted MNIST": 1.0 - mnist_test[-n:].astype(np.float32) / 255.0,
         "letters & symbols": letters,
@@ -206,8 +219,8 @@ def experiment_b(clean: Screened, y: np.ndarray, logits_test, logits_cal, y_cal,
     t = fit_temperature(logits_cal, y_cal)
     p_before = softmax(logits_test.astype(np.float64))
     p_after = softmax(logits_test.astype(np.float64) / t)
-    ece_before, bins_before = ece(p_before.max(1), p_before.argmax(1) == y)
-    ece_after, bins_after = ece(p_after.max(1), p_after.argmax(1) == y)
+    ece_before, bins_before = ece(p_before.max(1), p_before.argmax(1) == y, ECE_BINS)
+    ece_after, bins_after = ece(p_after.max(1), p_after.argmax(1) == y, ECE_BINS)
     curves, aurc = {}, {}
     for name, accept in (("max softmax", conf), ("recon loss", -loss), ("combined p-value", clean.p_combined),
                          ("oracle", correct.astype(np.float64))):
@@ -220,45 +233,6 @@ def experiment_b(clean: Screened, y: np.ndarray, logits_test, logits_cal, y_cal,
                          "risk_coverage": figs.risk_coverage(curves, fig_dir / "risk_coverage.png"),
                          "confidence_vs_loss": figs.confidence_vs_loss(conf, loss, correct,
                                                                        fig_dir / "confidence_vs_loss.png")})
-
-
-# -- signal choice ---------------------------------------------------------------------------------
-
-CANDIDATES = {  # name -> (signals, combination)
-    "all 8, Fisher": (tuple(SIGNALS), "fisher"),
-    "all 8, min-p": (tuple(SIGNALS), "min_p"),
-    "consistency only, Fisher": (("disagreement", "input_mismatch", "vote_entropy"), "fisher"),
-    "reconstruction only, Fisher": (("recon_mse", "recon_mse_min", "kl", "posterior_spread"), "fisher"),
-    "input_mismatch + recon_mse_min + kl, Fisher": (("input_mismatch", "recon_mse_min", "kl"), "fisher"),
-    "input_mismatch + recon_mse_min + kl, min-p": (("input_mismatch", "recon_mse_min", "kl"), "min_p"),
-    "input_mismatch + recon_mse + low_confidence, Fisher": (("input_mismatch", "recon_mse", "low_confidence"),
-                                                            "fisher"),
-    "input_mismatch + recon_mse + low_confidence, min-p": (("input_mismatch", "recon_mse", "low_confidence"),
-                                                           "min_p"),
-}
-
-
-def signal_choice(guard: Guard, calib: Screened, clean: Screened, attacks, ood) -> dict:
-    deployed = (tuple(guard.calibration.signals), guard.calibration.combination)
-    cands = {("deployed: " + k if v == deployed else k): v for k, v in CANDIDATES.items()}
-    if deployed not in cands.values():
-        cands["deployed: " + " + ".join(deployed[0]) + ", " + deployed[1]] = deployed
-    rows = []
-    for name, (sigs, combination) in cands.items():
-        cal = Calibration.fit(calib.s.signals, sigs, combination)
-        _, pc_clean, v_clean = verdicts(cal, clean.s.signals)
-        row = [name, float(np.mean(v_clean != "clean"))]
-        for att in attacks.values():
-            succ = att.sc.subset(att.success)
-            _, _, v = verdicts(cal, succ.s.signals)
-            row.append(float(np.mean(v != "clean")) if len(v) else float("nan"))
-        for sc in ood.values():
-            _, pc, _ = verdicts(cal, sc.s.signals)
-            row.append(auroc(1 - pc_clean, 1 - pc))
-        rows.append(row)
-    headers = ["candidate (conformal, calibrated combination)", "clean false alarms"] + \
-              [f"det. {a}" for a in attacks] + [f"AUROC {o}" for o in ood]
-    return dict(rows=rows, headers=headers, deployed=deployed)
 
 
 # -- adaptive attack --------------------------------------------------------------------------------
@@ -279,7 +253,8 @@ def adaptive(lab: Lab, x_t, y_t, correct, attacks) -> dict:
         pb.close()
         sc = screen(guard, adv.numpy())
         fooled = (sc.verdict == "clean") & (sc.s.label != y.numpy())
-        plain = A.pgd_linf(models.classifier, x, y, eps=eps, steps=40, step_size=eps / 16, seed=lab.seed)
+        plain = A.pgd_linf(models.classifier, x, y, eps=eps, steps=ADAPTIVE_PLAIN_STEPS,
+                           step_size=eps / ADAPTIVE_PLAIN_STEP_DIV, seed=lab.seed)
         undef = float(np.mean(A.predict(models.classifier, plain).numpy() != y.numpy()))
         l2 = (adv - x).flatten(1).norm(dim=1).numpy()
         rows.append([f"EOT-PGD-Linf eps={eps}", len(x), float(np.mean(fooled)),

@@ -1,5 +1,6 @@
 """python -m benchmarks.robustness: the lab's stages in order, then the report, the figures and (full runs
-on the shipped bundle) the manifest's headline numbers."""
+on the shipped bundle) the manifest's headline numbers. No stage chooses anything: the test images and the
+OOD sets only measure (the signal selection is export/select_signals.py's, read from the manifest)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,12 @@ from tqdm import tqdm
 
 from benchmarks.robustness import __doc__ as DOC
 from benchmarks.robustness.measure import (
+    CW,
     FGSM_EPS,
+    PGD,
+    PGD_NAME,
     SIZES,
+    UNBOUNDED,
     AttackResult,
     Lab,
     adaptive,
@@ -25,7 +30,6 @@ from benchmarks.robustness.measure import (
     ood_sets,
     run_attack,
     screen,
-    signal_choice,
 )
 from benchmarks.robustness.report import make_figures, write_report
 from edgeguard.bundle import shipped_bundle_path
@@ -36,6 +40,7 @@ from train.data import load_mnist
 from train.from_onnx import check_parity, load_shipped
 
 ROOT = Path(__file__).resolve().parents[2]
+PARITY_IMAGES = 256
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,10 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     lab = Lab(guard, models, sizes, args.seed, fig_dir)
-    R: dict = {"sizes": sizes, "bundle": str(bundle), "quick": args.quick, "scale": args.scale}
+    R: dict = {"sizes": sizes, "bundle": str(bundle), "quick": args.quick, "scale": args.scale,
+                "threads": args.threads}
 
     # -- parity ---------------------------------------------------------------------------------
-    R["parity"] = check_parity(models, data.test_x[:256])
+    R["parity_images"] = min(PARITY_IMAGES, len(data.test_x))
+    R["parity"] = check_parity(models, data.test_x[: R["parity_images"]])
 
     # -- clean screening ---------------------------------------------------------------------------
     t0 = time.perf_counter()
@@ -81,8 +88,6 @@ def main(argv: list[str] | None = None) -> int:
     test_y = data.test_y[:n_clean].astype(np.int64)
     log(f"screening {n_clean} clean test images ...")
     clean = screen(guard, test_x)
-    calib_x = data.val_x[: sizes["calib"]].astype(np.float32) / 255.0
-    calib = screen(guard, calib_x)
     lab.timings["clean screening"] = time.perf_counter() - t0
 
     # -- attacks ------------------------------------------------------------------------------------
@@ -96,13 +101,13 @@ def main(argv: list[str] | None = None) -> int:
     for eps in FGSM_EPS:
         attacks[f"FGSM eps={eps}"] = run_attack(
             f"FGSM eps={eps}", lambda p, e=eps: A.fgsm(clf, x_t, y_t, e), lab, x_t, y_t, correct)
-    attacks["PGD-Linf eps=0.3"] = run_attack(
-        "PGD-Linf eps=0.3", lambda p: A.pgd_linf(clf, x_t, y_t, eps=0.3, steps=40, step_size=0.01,
-                                                 seed=args.seed, batch=500, progress=p), lab, x_t, y_t, correct)
+    attacks[PGD_NAME] = run_attack(
+        PGD_NAME, lambda p: A.pgd_linf(clf, x_t, y_t, **PGD, seed=args.seed, batch=500, progress=p), lab, x_t, y_t,
+        correct)
     n_cw = min(sizes["cw"], n_att)
     attacks["C&W-L2"] = run_attack(
-        "C&W-L2", lambda p: A.cw_l2(clf, x_t[:n_cw], y_t[:n_cw], c=10.0, kappa=0.0, steps=sizes["cw_steps"], lr=0.05,
-                                    batch=500, progress=p), lab, x_t[:n_cw], y_t[:n_cw], correct[:n_cw])
+        "C&W-L2", lambda p: A.cw_l2(clf, x_t[:n_cw], y_t[:n_cw], **CW, steps=sizes["cw_steps"], batch=500,
+                                    progress=p), lab, x_t[:n_cw], y_t[:n_cw], correct[:n_cw])
     n_lb = min(sizes["lbfgs"], n_att)
     targets = A.random_targets(y_t[:n_lb], seed=args.seed)
     attacks["L-BFGS (targeted)"] = run_attack(
@@ -113,8 +118,9 @@ def main(argv: list[str] | None = None) -> int:
 
     # sanity: unbounded eps, iterative vs single step
     n_ub = min(sizes["unbounded"], n_att)
-    adv_ub = A.pgd_linf(clf, x_t[:n_ub], y_t[:n_ub], eps=1.0, steps=40, step_size=0.05, seed=args.seed)
+    adv_ub = A.pgd_linf(clf, x_t[:n_ub], y_t[:n_ub], **UNBOUNDED, seed=args.seed)
     ub_ok = correct[:n_ub]
+    R["unbounded_attacked"], R["unbounded_correct"] = n_ub, int(ub_ok.sum())
     R["unbounded_success"] = float(np.mean(A.predict(clf, adv_ub).numpy()[ub_ok] != test_y[:n_ub][ub_ok]))
 
     # -- OOD ----------------------------------------------------------------------------------------
@@ -123,8 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     ood = {name: screen(guard, xs) for name, xs in tqdm(ood_x.items(), desc="OOD", file=sys.stderr, leave=False)}
     lab.timings["OOD"] = time.perf_counter() - t0
 
-    # -- Experiment B -------------------------------------------------------------------------------
+    # -- Experiment B (the temperature is fitted on held-out images, not on test ones) --------------
     t0 = time.perf_counter()
+    calib_x = data.val_x[: sizes["calib"]].astype(np.float32) / 255.0
     session = ort.InferenceSession(str(models.paths["classifier"]), providers=["CPUExecutionProvider"])
     logits_test = np.concatenate([session.run(None, {"image": test_x[i:i + 1000].reshape(-1, 1, SIDE, SIDE)})[0]
                                   for i in range(0, n_clean, 1000)])
@@ -132,11 +139,6 @@ def main(argv: list[str] | None = None) -> int:
                                  for i in range(0, len(calib_x), 1000)])
     B = experiment_b(clean, test_y, logits_test, logits_cal, data.val_y[: len(calib_x)].astype(np.int64), fig_dir)
     lab.timings["Experiment B"] = time.perf_counter() - t0
-
-    # -- signal choice ------------------------------------------------------------------------------
-    t0 = time.perf_counter()
-    S = signal_choice(guard, calib, clean, attacks, ood)
-    lab.timings["signal choice"] = time.perf_counter() - t0
 
     # -- adaptive -------------------------------------------------------------------------------------
     t0 = time.perf_counter()
@@ -146,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     # -- figures and report -------------------------------------------------------------------------
     figures = make_figures(lab, clean, test_x, test_y, attacks, ood, ood_x, fig_dir)
     R["seconds"] = time.perf_counter() - t_start
-    text, headline = write_report(lab, R, clean, test_y, attacks, ood, B, S, AD, figures, out)
+    text, headline = write_report(lab, R, clean, test_y, attacks, ood, B, AD, figures, out)
     (out / "robustness.md").write_text(text)
     log(f"wrote {out / 'robustness.md'} in {R['seconds']:.0f}s")
     if not args.quick and args.scale == 1.0 and not args.no_manifest and bundle == shipped_bundle_path().resolve():
