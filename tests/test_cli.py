@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from edgeguard import __version__
+from edgeguard.bundle import shipped_bundle_path
 from edgeguard.cli import app
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -153,7 +154,8 @@ def test_info(tmp_path):
     assert result.exit_code == 0
     summary = json.loads(result.stdout)
     assert summary["providers_in_use"] and "CPUExecutionProvider" in summary["providers_available"]
-    assert summary["metrics"]["clean_accuracy"] > 0
+    assert summary["metrics"]["clean_accuracy"] == json.loads((shipped_bundle_path() / "manifest.json").read_text())[
+        "metrics"]["clean_accuracy"]
     camera = summary["camera_calibration"]  # what `edgeguard webcam` screens with
     assert camera["n"] > 4900 and camera["signals"] == summary["calibration"]["signals"]
     assert set(camera["test_false_alarm_rate"]) == {"0.001", "0.01", "0.05", "0.1"}

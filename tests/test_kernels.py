@@ -333,7 +333,9 @@ def test_wrong_shape_raises_value_error(call, match):
 
 
 def test_warmup():
-    assert 0.0 <= K.warmup() < 5.0
+    """warmup compiles (or loads) every kernel and returns the seconds it took; speed is the benchmark's."""
+    seconds = K.warmup()
+    assert isinstance(seconds, float) and seconds >= 0.0
 
 
 def test_only_what_the_runtime_calls_is_public():

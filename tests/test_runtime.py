@@ -18,12 +18,17 @@ from edgeguard.calibration import VERDICTS
 from edgeguard.errors import BundleError, ProviderError
 
 
-def test_clean_accuracy_through_the_runtime_matches_the_manifest(guard, mnist, test_screening):
+def test_accuracy_through_the_runtime_meets_the_targets_and_the_manifest(guard, mnist, test_screening):
+    """Re-measured on the 10,000 test images: the targets hold, and the manifest states what the runtime does."""
     accuracy = float(np.mean(test_screening.label == mnist.test_y))
     purified = float(np.mean(test_screening.purified_label == mnist.test_y))
+    unanimous = float(np.mean(test_screening.n_distinct == 1))
+    assert accuracy >= 0.993, f"clean accuracy {accuracy:.4f}"
+    assert purified >= 0.990, f"purified accuracy {purified:.4f}"
+    assert unanimous >= 0.98, f"one label among the K reconstructions {unanimous:.4f}"
     metrics = guard.manifest["metrics"]
-    assert abs(accuracy - metrics["clean_accuracy"]) <= 0.001
-    assert abs(purified - metrics["purified_accuracy"]) <= 0.001
+    assert accuracy == pytest.approx(metrics["clean_accuracy"], abs=1e-6)  # deterministic: the same images
+    assert purified == pytest.approx(metrics["purified_accuracy"], abs=1e-6)
 
 
 # The MNIST test set is not exchangeable with the calibration split (other writers), so conformal calibration
@@ -62,7 +67,8 @@ def test_screen_returns_verdicts(guard, digits, mnist):
         assert 0.0 < v.p_value <= 1.0 and all(0.0 < p <= 1.0 for p in v.p_values.values())
         assert v.flagged == (v.verdict != "clean") and (not v.flagged) == (v.reasons == ())
         json.dumps(v.to_dict())
-    assert np.mean([v.label == y for v, y in zip(verdicts, mnist.test_y)]) > 0.95
+    # the first 64 test digits are all read right by the shipped classifier (measured when written: 64 of 64)
+    assert np.mean([v.label == y for v, y in zip(verdicts, mnist.test_y)]) >= 63 / 64
 
 
 @pytest.mark.parametrize("shape", [(28, 28), (1, 28, 28), (1, 1, 28, 28)])
