@@ -60,3 +60,9 @@ def test_layout_table_lists_every_module_and_nothing_else():
         if folder.endswith("/"):
             for name in re.findall(r"`([\w]+\.py)`", text):
                 assert (ROOT / folder / name).exists(), f"{folder}{name} named in the layout table does not exist"
+
+
+def test_the_stated_bundle_size_is_the_real_one():
+    stated = float(re.search(r"three ONNX models of ([\d.]+) MB together", README).group(1))
+    real = sum(p.stat().st_size for p in (ROOT / "edgeguard" / "models").glob("*.onnx")) / 1e6
+    assert abs(stated - real) < 0.05, f"README says {stated} MB, the models are {real:.2f} MB"
