@@ -78,8 +78,10 @@ def test_detector_signals_match_the_runtime(models, guard, mnist):
     x = mnist.test_x[:6].astype(np.float32) / 255.0
     s = guard.analyze(x)
     flat = x.reshape(6, -1)
-    noise = kernels.normal_noise(kernels.image_seeds(flat, guard.seed), guard.k, guard.manifest["latent_dim"])
-    noise = torch.from_numpy(noise.reshape(6, guard.k, -1))
+    d = guard.manifest["latent_dim"]
+    zeros = np.zeros((6, d), np.float32)  # z = mu + exp(logvar / 2) * eps with mu = logvar = 0 is the noise eps
+    noise = kernels.sample_latents(zeros, zeros, kernels.image_seeds(flat, guard.seed), guard.k)
+    noise = torch.from_numpy(noise.reshape(6, guard.k, d))
     for i in range(6):
         with torch.no_grad():
             in_logits, rec_logits, sig = A.detector_signals(models.encoder, models.decoder, models.classifier,
@@ -114,6 +116,7 @@ def test_iterative_beats_single_step_and_labels_agree_with_onnxruntime(models, g
 def test_unbounded_pgd_succeeds_almost_always(models, batch):
     x, y = batch
     adv = A.pgd_linf(models.classifier, x[:100], y[:100], eps=1.0, steps=40, step_size=0.05)
+    # Measured when written: 100 of 100; two misses allowed.
     assert float((A.predict(models.classifier, adv) != y[:100]).float().mean()) >= 0.98
 
 
@@ -122,7 +125,8 @@ def test_cw_labels_agree_with_onnxruntime(models, guard, batch):
     adv = A.cw_l2(models.classifier, x[:40], y[:40], c=10.0, steps=50, lr=0.05)
     torch_labels = A.predict(models.classifier, adv).numpy()
     assert np.mean(torch_labels == ort_labels(guard, adv)) >= 0.95  # C&W stops right at the boundary
-    assert np.mean(torch_labels != y[:40].numpy()) >= 0.5
+    # Measured when written: 90% of 40 misclassified (SE 4.7 points); 3 SE below.
+    assert np.mean(torch_labels != y[:40].numpy()) >= 0.75
 
 
 def test_lbfgs_reaches_targets_with_small_perturbations(models, guard, batch):
@@ -132,7 +136,7 @@ def test_lbfgs_reaches_targets_with_small_perturbations(models, guard, batch):
     assert bool((t != y).all())
     adv, ok = A.lbfgs(models.classifier, x, t, search_steps=4, maxiter=20)
     assert float(adv.min()) >= 0.0 and float(adv.max()) <= 1.0
-    assert float(ok.float().mean()) >= 0.8
+    assert float(ok.float().mean()) >= 0.9  # measured when written: 10 of 10 (deterministic); one miss allowed
     assert np.array_equal(ort_labels(guard, adv)[ok.numpy()], t.numpy()[ok.numpy()])
     assert torch.equal(adv[~ok], x[~ok])  # failures come back unchanged
     # the search over c keeps a smaller perturbation than one solve at a small c

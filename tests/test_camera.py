@@ -71,9 +71,16 @@ def test_camera_calibration_export_quick(tmp_path, mnist, capsys):
     assert entry["signals"] == before["calibration"]["signals"]
     assert entry["combination"] == before["calibration"]["combination"]
     assert entry["k"] == before["default_k"] and entry["found"]["digits"] == 300
-    assert 290 <= entry["n"] == entry["found"]["matched"] <= 300 and entry["test_images"] >= 290
+    # Filmed digits found and matched, of 300 (deterministic); measured when written: 299 calibration and 300
+    # test digits. 295 is 3.5 SE (0.3 points at 99.7%) below.
+    assert 295 <= entry["n"] == entry["found"]["matched"] <= 300 and 295 <= entry["test_images"] <= 300
     assert entry["renderer"]["seed"] not in range(11) and entry["renderer"]["seed"] != entry["renderer"]["test_seed"]
     assert set(entry["test_false_alarm_rate"]) == {"0.001", "0.01", "0.05", "0.1"}
+    # Conformal: held-out filmed digits are flagged at about alpha (measured when written: 0, 0.3%, 2% and 8.7%
+    # of 300); at most 3 SE above alpha.
+    for alpha, rate in entry["test_false_alarm_rate"].items():
+        a = float(alpha)
+        assert rate <= a + 3 * (a * (1 - a) / entry["test_images"]) ** 0.5, (alpha, rate)
     assert summary["test_false_alarm_rate"] == entry["test_false_alarm_rate"]
     assert "digit_calibration_false_alarm_rate_on_filmed_test_digits" in summary
     guard = Guard.load(root, providers="cpu", calibration="camera")

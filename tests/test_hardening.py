@@ -127,14 +127,19 @@ def test_pickled_npy_marker_is_real(tmp_path):
     assert (tmp_path / MARKER).exists()
 
 
-@pytest.mark.parametrize("name", ["deep16_png", "rgba_png", "palette_png", "cmyk_jpeg"])
+# Mean absolute difference from the plain digit, per variant; measured when written (deterministic): 0, 0,
+# 0.0041 (the adaptive palette quantises the grey levels) and 0.0002.
+VARIANT_TOLERANCE = {"deep16_png": 1e-3, "rgba_png": 1e-3, "palette_png": 0.01, "cmyk_jpeg": 2e-3}
+
+
+@pytest.mark.parametrize("name", list(VARIANT_TOLERANCE))
 def test_decodable_variants_look_like_the_plain_digit(corpus, name):
     """16-bit, RGBA, palette and CMYK versions of the same digit preprocess to (almost) the same image."""
     _, paths = corpus
     if name not in paths:
         pytest.skip(SKIPPED.get(name, "not built"))
     plain = load_and_preprocess(paths["good_png"])
-    assert np.abs(load_and_preprocess(paths[name]) - plain).mean() < 0.03
+    assert np.abs(load_and_preprocess(paths[name]) - plain).mean() < VARIANT_TOLERANCE[name]
 
 
 def test_decoder_warnings_never_reach_stderr(tmp_path, capfd):
@@ -286,8 +291,12 @@ def test_sustained_screening_keeps_memory_bounded(guard):
     if rel.rss_bytes() is None:
         pytest.skip("no /proc/self/status and no psutil: RSS unknown")
     result = rel.sustained_memory(guard, images=1500, sizes=(1, 2, 3, 5, 8))
-    assert result["calls"] > 300
-    assert result["max_growth_pct"] < 15, result  # loose: the 5% bound is checked by the report's long run
+    assert result["images"] == 1500 and result["calls"] >= 360, result  # measured when written: 403 calls
+    # Growth of the resident set after the warm-up (the first 150 images), in MB rather than as a share of a
+    # baseline that depends on what else the session loaded. Measured when written: 0.0 to 0.3 MB (of 227 to
+    # 280 MB) in 7 runs: in a script, alone and after the rest of this file. 2 MB is a leak of 1.5 KB per image
+    # screened after the warm-up, or 5.5 KB per call.
+    assert result["rss_max_mb"] - result["rss_after_warmup_mb"] <= 2.0, result
 
 
 def test_same_verdicts_in_a_fresh_process():
