@@ -7,7 +7,6 @@ import struct
 import subprocess
 import sys
 import textwrap
-import zlib
 
 import cv2
 import numpy as np
@@ -16,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from benchmarks.corpus import png_claiming
 from edgeguard import decode
 from edgeguard.decode import MAX_PIXELS, SUPPORTED_SUFFIXES, load_image
 from edgeguard.errors import InputError
@@ -326,15 +326,6 @@ def test_input_validation():
 
 
 # --------------------------------------------------------------------------- refusals
-
-
-def png_claiming(width: int, height: int) -> bytes:
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-            + chunk(b"IEND", b""))
 
 
 @pytest.fixture
