@@ -322,6 +322,35 @@ def webcam(
     err.print(summary.message, markup=False)
 
 
+@app.command()
+def calibrate(
+    paths: list[str] = typer.Argument(..., help="Clean digit images: files, folders (recursive), globs, .npy batches "
+                                                "shaped (N,28,28)."),
+    out_dir: Path = typer.Option(..., "--out", help="Folder for the new bundle: new, empty, or (--force) a bundle."),
+    bundle: Path | None = typer.Option(None, "--bundle", help="Base bundle (default: the shipped one)."),
+    alpha: float = typer.Option(0.01, "--alpha", min=1e-6, max=0.5,
+                                help="False-alarm rate to calibrate for; needs at least 4/alpha images."),
+    labels: Path | None = typer.Option(None, "--labels", help="'path,label' lines or one label per image in order "
+                                                              "(default: folder names 0-9, when every image has one)."),
+    k: int | None = typer.Option(None, "--k", min=1, max=MAX_K, help="Samples per image (default: the bundle's)."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the latent sampling."),
+    providers: str = typer.Option("auto", "--providers", help="auto, cpu, cuda, or a comma-separated list."),
+    kernels: Kernels = typer.Option(Kernels.auto, "--kernels",
+                                    help=f"numba, numpy, or auto: numba from {NUMBA_MIN_IMAGES} images on."),
+    force: bool = typer.Option(False, "--force", help="Replace the bundle already in --out."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Fit the calibration on your own clean digits and write a new bundle (then: detect --bundle DIR).
+
+    Exit 0 when the bundle was written; 2 when an input or the labels cannot be read, there are too few images for
+    --alpha, --out is refused or cannot be written (nothing is written then); 3 when the base bundle cannot be loaded.
+    """
+    from edgeguard.cli_calibrate import run_calibrate
+
+    run_calibrate(paths, out_dir, bundle=bundle, alpha=alpha, labels=labels, k=k, seed=seed, providers=providers,
+                  kernels=kernels.value, force=force, as_json=as_json)
+
+
 def main() -> None:
     """Console-script entry point: no traceback reaches the user."""
     try:

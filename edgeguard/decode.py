@@ -27,7 +27,7 @@ import numpy as np
 from edgeguard.errors import InputError
 from edgeguard.headers import SIZE_READERS, npy_header, png_intact
 
-__all__ = ["MAX_PIXELS", "SUPPORTED_SUFFIXES", "load_image", "to_gray01", "check_size", "quiet_opencv"]
+__all__ = ["MAX_PIXELS", "SUPPORTED_SUFFIXES", "load_image", "load_images", "to_gray01", "check_size", "quiet_opencv"]
 
 MAX_PIXELS = 40_000_000
 """Largest image (width x height) accepted; larger ones are refused before decoding."""
@@ -52,6 +52,20 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
     data = _read_file(path)
     try:
         return _decode(data)
+    except InputError as err:
+        raise err.with_path(path) from None
+
+
+def load_images(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read an image file, or a ``.npy`` batch of gray images, into an (N, H, W) array.
+
+    A ``.npy`` file may hold one image (as ``load_image`` reads it) or a batch shaped (N, H, W) or
+    (N, 1, H, W), each image checked as ``load_image`` checks one; any other file gives N = 1. Same dtypes
+    and :class:`InputError` refusals as ``load_image`` (an empty batch is refused too).
+    """
+    data = _read_file(path)
+    try:
+        return _load_npy(data, batch=True) if _sniff(data) == "npy" else _decode(data)[np.newaxis]
     except InputError as err:
         raise err.with_path(path) from None
 
@@ -164,32 +178,42 @@ def check_size(width: int, height: int) -> None:
         )
 
 
-def _load_npy(data: bytes) -> np.ndarray:
+def _load_npy(data: bytes, *, batch: bool = False) -> np.ndarray:
+    """One gray image (H, W); with ``batch``, (N, H, W): also accepts (N, H, W) and (N, 1, H, W) arrays."""
     shape, fortran, dtype, offset = npy_header(data)  # only integer and float dtypes get through
-    if len(shape) == 3 and shape[0] == 1:
-        height, width = shape[1:]
+    if batch and len(shape) == 4 and shape[1] == 1:
+        count, height, width = shape[0], shape[2], shape[3]
+    elif batch and len(shape) == 3 and shape[2] != 1:  # (H, W, 1) stays one image
+        count, height, width = shape
+    elif len(shape) == 3 and shape[0] == 1:
+        count, (height, width) = 1, shape[1:]
     elif len(shape) == 3 and shape[2] == 1:
-        height, width = shape[:2]
+        count, (height, width) = 1, shape[:2]
     elif len(shape) == 2:
-        height, width = shape
+        count, (height, width) = 1, shape
     else:
-        raise InputError(f"array shape {shape} is not a gray image; expected (H, W), (1, H, W) or (H, W, 1)")
+        raise InputError(f"array shape {shape} is not a gray image; expected (H, W), (1, H, W) or (H, W, 1)"
+                         + (", or a batch (N, H, W)" if batch else ""))
+    if count == 0:
+        raise InputError(f"the .npy batch holds no images (shape {shape})")
     check_size(width, height)
     try:
-        array = np.frombuffer(data, dtype=dtype, count=height * width, offset=offset)
+        array = np.frombuffer(data, dtype=dtype, count=count * height * width, offset=offset)
     except ValueError:
         raise InputError("truncated or corrupt .npy file") from None
-    array = array.reshape(shape, order="F" if fortran else "C").reshape(height, width)
+    array = array.reshape(shape, order="F" if fortran else "C").reshape(count, height, width)
     if dtype.kind == "f" and not np.isfinite(array).all():
         raise InputError("array contains NaN or infinite values")
     low, high = array.min().item(), array.max().item()
     if dtype.kind == "f":
         if low < 0 or high > 1:
             raise InputError(f"float arrays must hold values in [0, 1]; found values in [{low:g}, {high:g}]")
-        return array.astype(np.float32)
-    if low < 0 or high > 255:
+        result = array.astype(np.float32)
+    elif low < 0 or high > 255:
         raise InputError(f"integer arrays must hold values in [0, 255]; found values in [{low}, {high}]")
-    return array.astype(np.uint8)
+    else:
+        result = array.astype(np.uint8)
+    return result if batch else result[0]
 
 
 # --------------------------------------------------------------------------- pixel arrays

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["EdgeGuardError", "InputError", "BundleError", "ProviderError"]
+__all__ = ["EdgeGuardError", "InputError", "BundleError", "ProviderError", "CalibrationError"]
 
 
 class EdgeGuardError(Exception):
@@ -46,3 +46,9 @@ class BundleError(EdgeGuardError):
 
 class ProviderError(EdgeGuardError, RuntimeError):
     """An onnxruntime execution provider that was asked for is not available."""
+
+
+class CalibrationError(EdgeGuardError, ValueError):
+    """A calibration on the user's images that cannot be fitted or written (``edgeguard calibrate``): too few
+    images for the alpha asked for, labels that do not fit the images, or an output folder that would overwrite
+    something. ``str()`` is one line."""

@@ -2,7 +2,8 @@
 
 ``preprocess`` turns any gray or colour array into a 28x28 float32 image in [0, 1], white ink on black,
 with the digit scaled into a 20x20 box and its centre of mass at the centre. ``load_and_preprocess``
-reads and decodes a file first (``edgeguard.decode``). Every problem with an input is raised as
+reads and decodes a file first (``edgeguard.decode``); ``load_and_preprocess_batch`` also reads a ``.npy``
+batch of images. Every problem with an input is raised as
 :class:`~edgeguard.errors.InputError`; no ``cv2.error`` reaches the caller.
 
 (The module is not called ``preprocess``: ``edgeguard.preprocess`` is the function, and a submodule of
@@ -18,10 +19,10 @@ import cv2
 import numpy as np
 
 from edgeguard.contract import SIDE
-from edgeguard.decode import load_image, to_gray01
+from edgeguard.decode import load_image, load_images, to_gray01
 from edgeguard.errors import InputError
 
-__all__ = ["preprocess", "load_and_preprocess"]
+__all__ = ["preprocess", "load_and_preprocess", "load_and_preprocess_batch"]
 
 _WORK_SIDE = 1024  # larger images are shrunk to this before the digit is looked for
 _MIN_CONTRAST = 0.1  # ink must differ from the background by this much (of the full range)
@@ -38,6 +39,20 @@ def load_and_preprocess(path: str | os.PathLike[str]) -> np.ndarray:
         return preprocess(image)
     except InputError as err:
         raise err.with_path(path) from None
+
+
+def load_and_preprocess_batch(path: str | os.PathLike[str]) -> np.ndarray:
+    """Every image of a file, preprocessed: (N, 28, 28) float32 (N = 1 unless the file is a ``.npy`` batch of
+    shape (N, H, W); ``edgeguard.decode.load_images``). A problem with the i-th image of a batch of several is
+    raised as :class:`InputError` naming ``path[i]``."""
+    images = load_images(path)
+    out = np.empty((len(images), SIDE, SIDE), np.float32)
+    for i, image in enumerate(images):
+        try:
+            out[i] = preprocess(image)
+        except InputError as err:
+            raise err.with_path(path if len(images) == 1 else f"{os.fsdecode(path)}[{i}]") from None
+    return out
 
 
 def preprocess(image: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""MNIST / Fashion-MNIST loading: IDX parsing, data location, verified download."""
+"""MNIST / Fashion-MNIST loading: IDX parsing, data location, verified download; USPS for evaluation only."""
 
 from __future__ import annotations
 
@@ -285,8 +285,8 @@ class MNIST:
     files: dict[str, str]  # uncompressed file name -> sha256 of its bytes
 
 
-def _load_pair(directory: Path, prefix: str, hashes: dict[str, str]) -> tuple[np.ndarray, np.ndarray]:
-    """Images and labels `<prefix>-images-idx3-ubyte` / `<prefix>-labels-idx1-ubyte`, checked."""
+def _load_pair(directory: Path, prefix: str, hashes: dict[str, str], side: int = 28) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N x side x side) and labels `<prefix>-images-idx3-ubyte` / `<prefix>-labels-idx1-ubyte`, checked."""
     arrays = []
     for stem in (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"):
         path = _locate(directory, stem)
@@ -295,8 +295,8 @@ def _load_pair(directory: Path, prefix: str, hashes: dict[str, str]) -> tuple[np
         array, hashes[stem] = _load_idx(path)
         arrays.append((path.name, array))
     (x_name, x), (y_name, y) = arrays
-    if x.ndim != 3 or x.shape[1:] != (28, 28):
-        raise IDXError(f"{x_name}: expected N x 28 x 28 images, got shape {x.shape}")
+    if x.ndim != 3 or x.shape[1:] != (side, side):
+        raise IDXError(f"{x_name}: expected N x {side} x {side} images, got shape {x.shape}")
     if y.ndim != 1:
         raise IDXError(f"{y_name}: expected 1-d labels, got shape {y.shape}")
     if len(x) != len(y):
@@ -331,3 +331,46 @@ def load_fashion_mnist(split: str = "test", data_dir: str | os.PathLike | None =
             "run `apt-get install -y dataset-fashion-mnist` or set EDGEGUARD_FASHION_DATA"
         )
     return _load_pair(directory, prefix, {})
+
+
+# ------------------------------------------------------------------------ USPS (evaluation only)
+
+USPS_SIDE = 16
+# sha256 of the uncompressed files (their README.md): the copy converted from the common usps.h5.
+USPS_SHA256 = {
+    "train-images-idx3-ubyte": "4cd4bc62e6551318fe9ea956ca4b009b0d0393b480c2694b0042358c8349d345",
+    "train-labels-idx1-ubyte": "ca21dd4e5a91233d38069e4f468988d3b56f6ce37e1a579a5ad1bd02395488c6",
+    "t10k-images-idx3-ubyte": "c457a5ed04299c6a38754b797879bb527abb519e4ec8afccc932d6018f35192a",
+    "t10k-labels-idx1-ubyte": "9d60836db74a1ffe67829f9a2546bd594d5d321f778dbca1578c041da94483a2",
+}
+
+
+def find_usps(data_dir: str | os.PathLike | None = None) -> Path:
+    """Directory holding the 4 USPS IDX files: data_dir, $EDGEGUARD_USPS_DATA or ../shared/data/usps (no download)."""
+    env = os.environ.get("EDGEGUARD_USPS_DATA")
+    directory = Path(data_dir or env or _repo_root().parent / "shared" / "data" / "usps").expanduser()
+    if missing := _missing(directory, tuple(USPS_SHA256)):
+        raise FileNotFoundError(f"USPS not found: {_describe_missing(directory, missing)}; "
+                                "pass data_dir or set EDGEGUARD_USPS_DATA")
+    return directory
+
+
+def load_usps(split: str = "test", data_dir: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """USPS digits (images, labels) for split "train" (7,291) or "test" (2,007): uint8 16x16, white ink on black.
+
+    **Evaluation only.** USPS is another set of writers and another scanner than MNIST's, kept to measure how
+    EdgeGuard generalises: never train or tune thresholds on it. The one use that fits on it is ``edgeguard
+    calibrate`` on one part, measured on another (that is what the command is for). The images are 16x16 and
+    tightly cropped: make them MNIST-style with ``edgeguard.preprocess`` before a model sees them. Each file's
+    uncompressed sha256 is checked against ``USPS_SHA256`` (IDXError on a mismatch).
+    """
+    prefix = {"train": "train", "test": "t10k"}.get(split)
+    if prefix is None:
+        raise ValueError(f"split must be 'train' or 'test', not {split!r}")
+    directory = find_usps(data_dir)
+    hashes: dict[str, str] = {}
+    x, y = _load_pair(directory, prefix, hashes, side=USPS_SIDE)
+    for stem, digest in hashes.items():
+        if digest != USPS_SHA256[stem]:
+            raise IDXError(f"{stem}: sha256 {digest[:12]}... is not the USPS file's ({USPS_SHA256[stem][:12]}...)")
+    return x, y
