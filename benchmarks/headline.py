@@ -66,10 +66,22 @@ def rows(manifest: Mapping[str, Any]) -> list[list[str]]:
         if name in defended:
             out.append([f"{name} defended accuracy (flagged or purified label right)", ">= 99%",
                         _pct(defended[name]), _meets(defended[name], 0.99), robust])
+    targets = {"Fashion-MNIST": 0.995, "letters & symbols": 0.99}
     for name, value in auroc.items():
-        target = 0.995 if name == "Fashion-MNIST" else None
+        target = targets.get(name)
         out.append([f"{name} AUROC", ">= 0.995" if target else "-", f"{value:.4f}",
                     _meets(value, target) if target else "-", robust])
+    real = "`python -m benchmarks.robustness` (other writers and real inputs)"
+    for key, label, target, higher in (
+            ("usps_accuracy", "USPS test split (other writers) accuracy", 0.985, True),
+            ("usps_flagged", "USPS test split flagged", 0.02, False),
+            ("usps_clean_wrong", "USPS passed as clean with a wrong label (of those passed)", 0.006, False),
+            ("letters_flagged", "letters & symbols flagged", 0.80, True),
+            ("kind_right_attacks", "flagged attacks called `adversarial`", 0.90, True),
+            ("kind_right_ood", "flagged non-digits called `out_of_distribution`", 0.90, True)):
+        if key in rob:
+            out.append([label, f"{'>=' if higher else '<='} {100 * target:g}%", _pct(rob[key]),
+                        _meets(rob[key], target, higher), real])
     adaptive = rob.get("adaptive_success_rate", {})
     if adaptive:
         text = ", ".join(f"{name} {100 * v:.0f}%" for name, v in adaptive.items())

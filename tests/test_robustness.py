@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import robustness
+from benchmarks.robustness import real_world
 from benchmarks.robustness import report as rob_report
 from edgeguard.bundle import shipped_bundle_path
 
@@ -24,6 +25,7 @@ SECTIONS = [
     "## Experiment B: reconstruction loss vs confidence",
     f"## {rob_report.SELECTION_TITLE}",
     "## Adaptive attack (knows the detector)",
+    f"## {real_world.TITLE}",
     "## Targets",
     "## Examples",
 ]
@@ -237,9 +239,9 @@ def test_selection_lines_without_a_record_is_one_sentence():
 # -- no typed figures in the report's prose ------------------------------------------------------------------
 
 # Method vocabulary that contains digits but states nothing about a run; anything else with a digit in
-# report.py's literal text would be a typed-in figure.
-METHOD_TOKENS = ("float32", "8-bit", "[0,1]", "1 - p", "1 - max softmax", "1..", "x10", "/10", "^2", "95% TPR",
-                 "(2017)", "L-BFGS-B", "C&W-L2", "L2", "undefended_cw_median_l2")
+# the report modules' literal text would be a typed-in figure.
+METHOD_TOKENS = ("float32", "8-bit", "[0,1]", "1 - p", "1 - alpha", "1 - max softmax", "1..", "x10", "/10", "^2",
+                 "95% TPR", "(2017)", "L-BFGS-B", "C&W-L2", "L2", "undefended_cw_median_l2")
 
 
 def literal_text(path: Path) -> list[tuple[int, str]]:
@@ -256,8 +258,9 @@ def literal_text(path: Path) -> list[tuple[int, str]]:
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skip]
 
 
-def test_report_prose_types_no_figures():
-    path = ROOT / "benchmarks" / "robustness" / "report.py"
+@pytest.mark.parametrize("name", ["report", "real_world", "markdown"])
+def test_report_prose_types_no_figures(name):
+    path = ROOT / "benchmarks" / "robustness" / f"{name}.py"
     source = path.read_text()
     assert "CHOICE_TEXT" not in source and "recommendations" not in source
     typed = []
@@ -494,3 +497,222 @@ def test_manifest_gets_the_headline_only():
                          "clean_false_alarm_rate", "clean_unanimous_share", "attack_success_rate", "detection_rate",
                          "defended_accuracy", "ood_auroc", "adaptive_success_rate"]
     assert not {"selection", "candidates", "chosen"} & set(keys)
+
+
+# -- other writers and real inputs (USPS, letters and symbols, verdict kinds, edgeguard calibrate) -------------
+
+def _section(text: str, title: str) -> str:
+    return text.split(f"## {title}\n")[1].split("\n## ")[0]
+
+
+def test_real_world_section_usps_against_mnist(report):
+    _, text = report
+    section = _section(text, real_world.TITLE)
+    rows = {r["figure"]: r for r in find(tables(section), "figure | USPS test split | MNIST test (reference)")}
+    assert number(rows["images"]["USPS test split"]) == 300 and number(rows["images"]["MNIST test (reference)"]) == 300
+    for figure, r in rows.items():
+        if figure != "images":
+            assert 0.0 <= number(r["USPS test split"]) <= 1.0, figure
+            assert 0.0 <= number(r["MNIST test (reference)"]) <= 1.0, figure
+    targeted = {f: r for f, r in rows.items() if r["target (USPS)"]}
+    assert set(targeted) == {"accuracy", "flagged at alpha=0.01",
+                             "passed as clean with a wrong label (of those passed as clean)"}
+    assert all(r["met?"] in ("met", "**missed**") for r in targeted.values())
+    usps = {figure: number(r["USPS test split"]) for figure, r in rows.items()}
+    assert usps["flagged at alpha=0.05"] >= usps["flagged at alpha=0.01"]
+    kinds = [f"flagged called `{k}` (of the flagged)" for k in ("adversarial", "out_of_distribution", "uncertain")]
+    if usps["flagged at alpha=0.01"]:
+        assert sum(usps[k] for k in kinds) == pytest.approx(1.0, abs=1e-3)
+    assert usps["passed as clean with a wrong label (of all images)"] <= \
+        usps["passed as clean with a wrong label (of those passed as clean)"] + 1e-9
+    assert "`edgeguard.preprocess`" in section and "`Guard.screen`" in section
+
+
+def test_real_world_section_letters_kinds_and_calibrate(report):
+    _, text = report
+    tabs = tables(_section(text, real_world.TITLE))
+    letters = {r["letters & symbols"]: r for r in find(tabs, "letters & symbols | value | target | met?")}
+    assert 0.5 <= number(letters["AUROC"]["value"]) <= 1.0 and letters["AUROC"]["target"] == ">= 0.99"
+    assert 0.0 <= number(letters["flagged at alpha=0.01"]["value"]) <= 1.0
+    assert letters["flagged at alpha=0.01"]["target"] == ">= 80%"
+    # the letters' AUROC is the one of "Out-of-distribution detection" (combined score)
+    ood_auroc = {r["OOD set"]: r for r in find(tables(text), "OOD set | max softmax")}["letters & symbols"]
+    assert number(letters["AUROC"]["value"]) == pytest.approx(number(ood_auroc["combined (1 - p)"]), abs=1e-4)
+    kinds = find(tabs, "flagged images of | right kind")
+    assert [r["right kind"] for r in kinds] == ["`adversarial`", "`out_of_distribution`"]
+    verdict_rows = find(tables(text), "set | kind | images | flagged")
+    for r, kind in zip(kinds, ("attack", "OOD")):
+        assert number(r["flagged"]) == sum(number(v["flagged"]) for v in verdict_rows if v["kind"] == kind)
+        assert 0 <= number(r["given the right kind"]) <= number(r["flagged"]) <= number(r["images"])
+        assert number(r["share right"]) == pytest.approx(number(r["given the right kind"]) / number(r["flagged"]),
+                                                        abs=1e-4)
+        assert r["target"] == ">= 90%" and r["met?"] in ("met", "**missed**")
+    halves = find(tabs, "bundle | alpha | images (other half) | false alarms")
+    assert [(r["bundle"].split(" ")[0], r["alpha"]) for r in halves] == [
+        ("calibrated", "0.01"), ("calibrated", "0.05"), ("the", "0.01"), ("the", "0.05")]
+    for r in halves:
+        assert number(r["images (other half)"]) == 400  # quick: recalibrate.min_images(0.01) per half
+        assert 0.0 <= number(r["false alarms"]) <= 1.0 and 0.0 <= number(r["accuracy"]) <= 1.0
+        lo, hi = (float(v) for v in r["alpha +- 3 SE"].split(" to "))
+        assert 0.0 <= lo < float(r["alpha"]) < hi
+        assert r["within?"] == ("yes" if lo <= number(r["false alarms"]) <= hi else "**no**")
+
+
+def test_real_world_targets_rows(report):
+    _, text = report
+    rows = {r["target"]: r for r in find(tables(text), "target | value | met?")}
+    wanted = ["USPS test split: accuracy >= 98.5%",
+              "USPS test split: passed as clean with a wrong label <= 0.6% (of those passed as clean)",
+              "USPS test split: flagged <= 2%", "letters & symbols AUROC >= 0.99", "letters & symbols flagged >= 80%",
+              "flagged attack images called `adversarial` >= 90%",
+              "flagged non-digit images called `out_of_distribution` >= 90%",
+              "edgeguard calibrate on half of USPS: false alarms on the other half within alpha +- 3 SE, alpha=0.01",
+              "edgeguard calibrate on half of USPS: false alarms on the other half within alpha +- 3 SE, alpha=0.05"]
+    for target in wanted:
+        assert target in rows, target
+        assert 0.0 <= number(rows[target]["value"]) <= 1.0 and rows[target]["met?"] in ("met", "**missed**")
+    usps = {r["figure"]: r for r in find(tables(text), "figure | USPS test split")}
+    assert rows[wanted[0]]["value"] == usps["accuracy"]["USPS test split"]
+    assert rows[wanted[2]]["value"] == usps["flagged at alpha=0.01"]["USPS test split"]
+
+
+def test_digits_figures():
+    import numpy as np
+
+    y = np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
+    label = np.array([0, 1, 2, 3, 4, 5, 6, 7, 0, 0])  # two wrong
+    p = np.array([0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.03, 0.001, 0.5])  # one wrong one flagged at 0.01
+    verdict = np.where(p < 0.01, "out_of_distribution", "clean")
+    d = real_world.Digits(y, label, y.copy(), p, verdict)
+    assert d.accuracy() == pytest.approx(0.8) and d.accuracy(purified=True) == 1.0
+    assert d.flagged(0.01) == pytest.approx(0.1) and d.flagged(0.05) == pytest.approx(0.2)
+    assert d.clean_wrong() == pytest.approx(1 / 9) and d.clean_wrong(of_all=True) == pytest.approx(0.1)
+    assert d.clean_wrong(0.05) == pytest.approx(1 / 8)
+    assert d.kinds() == {"adversarial": 0.0, "out_of_distribution": 1.0, "uncertain": 0.0}
+    assert real_world.within(d, 0.01) and not real_world.within(real_world.Digits(y, y, y, p * 0, verdict), 0.01)
+
+
+def test_real_world_headline_keys():
+    """manifest["robustness"] gets the section's headline (after the other keys) from real_world.headline."""
+    report_tree = ast.parse((ROOT / "benchmarks" / "robustness" / "report.py").read_text())
+    fn = next(f for f in ast.walk(report_tree) if isinstance(f, ast.FunctionDef) and f.name == "headline")
+    unpacked = [ast.unparse(v) for d in ast.walk(fn) if isinstance(d, ast.Dict)
+                for k, v in zip(d.keys, d.values) if k is None]
+    assert "real_world.headline(r)" in unpacked
+    tree = ast.parse((ROOT / "benchmarks" / "robustness" / "real_world.py").read_text())
+    fn = next(f for f in ast.walk(tree) if isinstance(f, ast.FunctionDef) and f.name == "headline")
+    keys = {k.value for d in ast.walk(fn) if isinstance(d, ast.Dict) for k in d.keys if isinstance(k, ast.Constant)}
+    assert keys >= {"usps_accuracy", "usps_flagged", "usps_clean_wrong", "letters_flagged", "kind_right_attacks",
+                    "kind_right_ood", "usps_calibrate"}
+
+
+# -- USPS: read only through the evaluation loader; the one fit it reaches is calibrate_bundle -----------------
+
+USPS_FIT = "calibrate_bundle"  # edgeguard calibrate: fitted on one half of USPS, measured on the other
+FITTING = re.compile(r"fit|calibrat|tune|train", re.IGNORECASE)
+
+
+def _fits(callee: str) -> bool:
+    return callee in CHOOSING or bool(FITTING.search(callee))
+
+
+def usps_flow(sources: dict[str, str]) -> tuple[list[str], int]:
+    """Follows USPS data (what load_usps returns) through the given modules' functions: assignments, arguments into
+    the modules' own functions (by parameter), and their return values. -> (every call that fits on it other than
+    calibrate_bundle, how many calibrate_bundle calls get it)."""
+    functions: dict[str, list[ast.FunctionDef]] = {}
+    for source in sources.values():
+        for f in ast.walk(ast.parse(source)):
+            if isinstance(f, ast.FunctionDef):
+                functions.setdefault(f.name, []).append(f)
+    every = [f for fs in functions.values() for f in fs]
+    tainted_params: dict[int, set[str]] = {id(f): set() for f in every}
+    returns_usps: set[str] = set()
+    problems: set[str] = set()
+    allowed: set[int] = set()
+
+    def tainted(node: ast.AST, names: set[str]) -> bool:
+        for n in ast.walk(node):
+            if isinstance(n, ast.Name) and n.id in names:
+                return True
+            if isinstance(n, ast.Call) and _callee(n) in ({"load_usps"} | returns_usps):
+                return True
+        return False
+
+    changed = True
+    while changed:
+        changed = False
+        for f in every:
+            names = set(tainted_params[id(f)])
+            while True:  # assignments, to a fixed point
+                before = set(names)
+                for node in ast.walk(f):
+                    if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.For, ast.comprehension,
+                                         ast.withitem)):
+                        value = (node.iter if isinstance(node, (ast.For, ast.comprehension)) else
+                                 node.context_expr if isinstance(node, ast.withitem) else node.value)
+                        targets = (node.targets if isinstance(node, ast.Assign) else
+                                   [node.optional_vars] if isinstance(node, ast.withitem) else [node.target])
+                        if value is not None and tainted(value, names):
+                            names |= {n for t in targets if t is not None for n in _bound_names(t)}
+                if names == before:
+                    break
+            if f.name not in returns_usps and any(isinstance(n, ast.Return) and n.value is not None
+                                                  and tainted(n.value, names) for n in ast.walk(f)):
+                returns_usps.add(f.name)
+                changed = True
+            for call in [n for n in ast.walk(f) if isinstance(n, ast.Call)]:
+                callee = _callee(call)
+                bound = [(i, None, a) for i, a in enumerate(call.args)] + [(None, k.arg, k.value)
+                                                                           for k in call.keywords]
+                carried = [(i, k) for i, k, a in bound if tainted(a, names)]
+                if not carried:
+                    continue
+                if callee == USPS_FIT:
+                    allowed.add(id(call))
+                elif _fits(callee):
+                    problems.add(f"line {call.lineno}: {ast.unparse(call)} fits on USPS data")
+                for g in functions.get(callee, []):
+                    params = [a.arg for a in g.args.posonlyargs + g.args.args + g.args.kwonlyargs]
+                    new = {params[i] for i, _ in carried if i is not None and i < len(params)} | \
+                          {k for _, k in carried if k is not None}
+                    if not new <= tainted_params[id(g)]:
+                        tainted_params[id(g)] |= new
+                        changed = True
+    return sorted(problems), len(allowed)
+
+
+def test_usps_is_read_only_by_the_evaluation_loader_and_fitted_only_by_calibrate_bundle():
+    package = ROOT / "benchmarks" / "robustness"
+    sources = {p.name: p.read_text() for p in sorted(package.glob("*.py"))}
+    for name, source in sources.items():
+        tree = ast.parse(source)
+        calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and _callee(n) == "load_usps"]
+        imports = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and "load_usps" in
+                   [a.name for a in n.names]]
+        if name != "real_world.py":
+            assert not calls and not imports, name
+            continue
+        assert [n.module for n in imports] == ["train.data"]  # the evaluation loader, checksums and all
+        assert calls and all(len(c.args) == 1 and not c.keywords for c in calls)  # a split; never another folder
+        assert not re.search(r"np\.load|open\(|fromfile|read_bytes", source)
+    problems, calibrated = usps_flow(sources)
+    assert problems == [], problems
+    assert calibrated == 1  # the check sees the one fit USPS may reach (edgeguard calibrate on one half)
+    for path in [*(ROOT / "train").glob("*.py"), *(ROOT / "export").glob("*.py")]:
+        if path.name != "data.py":  # the loader itself; nothing else in train/ or export/ reads USPS
+            assert "load_usps" not in path.read_text(), path.name
+
+
+@pytest.mark.parametrize("bad", [
+    "def f(guard):\n    x, y = load_usps('train')\n    return Calibration.fit(analyze_all(guard, x).signals, S, 'f')\n",
+    "def f(lab):\n    d = usps_images(lab)\n    fit_temperature(d, None)\n\n"
+    "def usps_images(lab):\n    x, _ = load_usps('test')\n    return x\n",
+    "def f(g):\n    x, y = load_usps('test')\n    helper(g, images=x)\n\n"
+    "def helper(g, images):\n    c = Calibration.fit(g.analyze(images).signals)\n",
+    "def f(g):\n    parts = [load_usps(s) for s in ('train', 'test')]\n"
+    "    for x, y in parts:\n        train(g, x, y)\n",
+])
+def test_the_usps_flow_check_catches_a_fit(bad):
+    problems, _ = usps_flow({"bad.py": bad})
+    assert problems

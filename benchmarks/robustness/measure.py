@@ -46,11 +46,15 @@ ECE_BINS = 15
 
 SIZES = {
     # clean: MNIST test images screened clean; attack: images attacked by FGSM/PGD/C&W; lbfgs: by L-BFGS;
-    # ood: images per OOD set; adaptive: images per adaptive setting; calib: calibration-split images.
+    # ood: images per OOD set; adaptive: images per adaptive setting; calib: calibration-split images;
+    # usps: USPS test images screened (full: the whole split); usps_half: USPS images per half for edgeguard
+    # calibrate (full: half of train + test pooled; never fewer than recalibrate.min_images(ALPHA)).
     "full": dict(clean=10000, attack=2000, cw=2000, cw_steps=100, lbfgs=2000, lbfgs_search=5, lbfgs_iter=30,
-                 ood=2000, adaptive=100, adaptive_steps=60, adaptive_cw_steps=100, calib=5000, unbounded=500),
+                 ood=2000, adaptive=100, adaptive_steps=60, adaptive_cw_steps=100, calib=5000, unbounded=500,
+                 usps=2007, usps_half=4649),
     "quick": dict(clean=300, attack=100, cw=50, cw_steps=30, lbfgs=10, lbfgs_search=3, lbfgs_iter=15,
-                  ood=100, adaptive=6, adaptive_steps=5, adaptive_cw_steps=5, calib=300, unbounded=50),
+                  ood=100, adaptive=6, adaptive_steps=5, adaptive_cw_steps=5, calib=300, unbounded=50,
+                  usps=300, usps_half=400),
 }
 
 # Characters for the letters/symbols OOD set: those easily read as a digit are left out.

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import report_figures as figs
+from benchmarks.robustness import real_world
+from benchmarks.robustness.markdown import VERDICT_KINDS, fmt, met, table, verdict_kind_row
 from benchmarks.robustness.measure import (
     ADAPTIVE_PLAIN_STEP_DIV,
     ADAPTIVE_PLAIN_STEPS,
@@ -29,7 +31,7 @@ from benchmarks.robustness.measure import (
     Screened,
 )
 from benchmarks.robustness.metrics import aupr, auroc, fpr_at_95tpr
-from edgeguard.calibration import SIGNALS, VERDICTS
+from edgeguard.calibration import SIGNALS
 from edgeguard.contract import PARITY_TOLERANCE
 from train import attacks as A
 
@@ -42,7 +44,6 @@ TARGET_UNANIMOUS = 0.98
 TARGET_N = 2000
 
 SELECTION_TITLE = "Choosing the verdict's signals (held-out selection, from the manifest)"
-VERDICT_KINDS = tuple(v for v in VERDICTS if v != "clean")
 
 
 @dataclass
@@ -57,6 +58,7 @@ class Results:
     ood: dict[str, Screened]
     B: dict  # Experiment B
     AD: dict  # adaptive attack
+    RW: dict  # other writers and real inputs (real_world.measure)
     figures: dict
     out: Path
     created: str
@@ -77,13 +79,13 @@ class Results:
         return (self.lab.guard.manifest.get("calibration") or {}).get("selection")
 
 
-def write_report(lab, R, clean, test_y, attacks, ood, B, AD, figures, out: Path) -> tuple[str, dict]:
+def write_report(lab, R, clean, test_y, attacks, ood, B, AD, RW, figures, out: Path) -> tuple[str, dict]:
     """-> (robustness.md's text, the manifest's headline numbers)."""
     created = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
-    r = Results(lab, R, clean, test_y, attacks, ood, B, AD, figures, out, created)
+    r = Results(lab, R, clean, test_y, attacks, ood, B, AD, RW, figures, out, created)
     L: list[str] = []
     for section in (_header, _threat_model, _attacks, _experiment_a, _ood, _verdict_kinds, _experiment_b, _selection,
-                    _adaptive, _targets, _examples_and_timings):
+                    _adaptive, real_world.section, _targets, _examples_and_timings):
         section(r, L.append)
     return "\n".join(L) + "\n", headline(r)
 
@@ -108,6 +110,7 @@ def headline(r: Results) -> dict:
         "ood_auroc": {k: round(auroc(1 - clean.p_combined, 1 - sc.p_combined), 6) for k, sc in r.ood.items()},
         "adaptive_success_rate": {**{f"EOT-PGD eps={e}": round(v, 6) for e, v in r.AD["fooled_pgd"].items()},
                                   "EOT-C&W-L2": round(r.AD["fooled_cw"], 6)},
+        **real_world.headline(r),
     }
 
 
@@ -148,9 +151,11 @@ def _threat_model(r: Results, add) -> None:
     add("- **Counting:** an attack counts as successful only on images the runtime classified correctly before and "
         "wrongly after (targeted: as the target). Detection rates and AUROCs use successful attacks only; "
         "negatives are all clean test images screened.")
-    add("- **Test data only measures:** the MNIST test images and the OOD sets below are screened to measure; "
+    add("- **Test data only measures:** the MNIST test images, the OOD sets and USPS below are screened to measure; "
         "nothing in this run fits, tunes or chooses anything on them (the verdict's signals are the bundle's, see "
-        f"\"{SELECTION_TITLE}\" below; the temperature of Experiment B is fitted on the held-out split).")
+        f"\"{SELECTION_TITLE}\" below; the temperature of Experiment B is fitted on the held-out split). The one "
+        f"exception is the use `edgeguard calibrate` exists for, in \"{real_world.TITLE}\": a calibration fitted on "
+        "one half of USPS, measured on the other half, never used for anything else in this report.")
     add("- **Not covered:** physical/camera attacks, attacks on the preprocessing (`preprocess`), other datasets "
         "than those listed, query-only attackers (weaker than white-box), poisoning of training or calibration data. "
         "The adaptive attack is one reasonable attack, not a proof of robustness: a stronger one may exist. "
@@ -394,6 +399,7 @@ def _targets(r: Results, add) -> None:
                  met(abs(far - ALPHA) <= TARGET_FAR_TOLERANCE), len(clean.flagged)])
     rows.append([f"clean share with one label >= {TARGET_UNANIMOUS:.0%}", unanimous,
                  met(unanimous >= TARGET_UNANIMOUS), len(clean.flagged)])
+    rows += real_world.target_rows(r)
     for name, att in attacks.items():
         if att.attacked < TARGET_N:
             rows.append([f">= {TARGET_N:,} attacked images: {name}", att.attacked, "missed", att.attacked])
@@ -440,17 +446,6 @@ def distinct_shares(n_distinct: np.ndarray, bins: int) -> np.ndarray:
     return np.bincount(n_distinct, minlength=bins + 1)[1:bins + 1] / max(len(n_distinct), 1)
 
 
-def verdict_kind_row(name: str, kind: str, verdict: np.ndarray) -> list:
-    """[name, kind, images, flagged, share of the flagged given each verdict kind] (n/a when none is flagged)."""
-    flagged = verdict[verdict != "clean"]
-    shares = [float(np.mean(flagged == v)) if len(flagged) else float("nan") for v in VERDICT_KINDS]
-    return [name, kind, len(verdict), len(flagged), *shares]
-
-
-def met(ok) -> str:
-    return "met" if bool(ok) else "**missed**"
-
-
 def n(sizes: dict) -> str:
     return ", ".join(f"{k} {v:,}" for k, v in sizes.items())
 
@@ -458,22 +453,6 @@ def n(sizes: dict) -> str:
 def flat(d: dict) -> str:
     """A (nested) dict of sizes as text: "a 1, b (c 2, d 3)"."""
     return ", ".join(f"{k} ({flat(v)})" if isinstance(v, dict) else f"{k} {fmt(v)}" for k, v in d.items())
-
-
-def fmt(v, digits: int = 4) -> str:
-    if isinstance(v, str):
-        return v
-    if v is None or (isinstance(v, float) and np.isnan(v)):
-        return "n/a"
-    if isinstance(v, (int, np.integer)):
-        return f"{int(v):,}"
-    return f"{v:.{digits}f}"
-
-
-def table(headers: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(fmt(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def make_figures(lab, clean, test_x, test_y, attacks, ood, ood_x, fig_dir: Path) -> dict:

@@ -15,6 +15,7 @@ import torch
 from tqdm import tqdm
 
 from benchmarks.robustness import __doc__ as DOC
+from benchmarks.robustness import real_world
 from benchmarks.robustness.measure import (
     CW,
     FGSM_EPS,
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     if not 0.0 < args.scale <= 1.0:
         parser.error(f"--scale must be in (0, 1], got {args.scale}")
     if args.scale != 1.0:
-        for key in ("clean", "attack", "cw", "lbfgs", "ood", "adaptive", "calib", "unbounded"):
+        for key in ("clean", "attack", "cw", "lbfgs", "ood", "adaptive", "calib", "unbounded", "usps", "usps_half"):
             sizes[key] = max(10, int(round(sizes[key] * args.scale)))
     guard = Guard.load(bundle, providers="cpu", threads=args.threads)
     if guard.calibration is None:
@@ -145,10 +146,13 @@ def main(argv: list[str] | None = None) -> int:
     AD = adaptive(lab, x_t, y_t, correct, attacks)
     lab.timings["adaptive attack"] = time.perf_counter() - t0
 
+    # -- other writers and real inputs (USPS; edgeguard calibrate on one half of it) ------------------
+    RW = real_world.measure(lab, bundle, args.threads)
+
     # -- figures and report -------------------------------------------------------------------------
     figures = make_figures(lab, clean, test_x, test_y, attacks, ood, ood_x, fig_dir)
     R["seconds"] = time.perf_counter() - t_start
-    text, headline = write_report(lab, R, clean, test_y, attacks, ood, B, AD, figures, out)
+    text, headline = write_report(lab, R, clean, test_y, attacks, ood, B, AD, RW, figures, out)
     (out / "robustness.md").write_text(text)
     log(f"wrote {out / 'robustness.md'} in {R['seconds']:.0f}s")
     if not args.quick and args.scale == 1.0 and not args.no_manifest and bundle == shipped_bundle_path().resolve():
