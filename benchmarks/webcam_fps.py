@@ -58,7 +58,7 @@ from benchmarks import videos, webcam_report
 from edgeguard import webcam as cam
 from edgeguard.guard import Guard
 from edgeguard.normalize import preprocess
-from edgeguard.webcam.regions import crop_region, digit_regions, frame_gray
+from edgeguard.regions import crop_region, digit_regions, frame_gray
 from export import filming
 
 ROOT = Path(__file__).resolve().parents[1]

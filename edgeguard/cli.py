@@ -1,7 +1,8 @@
 """The `edgeguard` command: thin over the public API (parse, call, print).
 
 Results go to stdout; progress, warnings and errors go to stderr. Exit codes:
-0 every input was screened; 1 with `--fail-on flagged`, when an image was flagged;
+0 every input was screened; 1 with `--fail-on flagged`, when a digit was flagged (or an image's digits could
+not be separated, edgeguard.sheet);
 2 an input could not be read (the others are still screened and reported) or a bad option;
 3 the model bundle or the execution provider could not be loaded.
 """
@@ -13,7 +14,6 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,10 +26,9 @@ from edgeguard.contract import MAX_K
 
 if TYPE_CHECKING:  # imported where used: `edgeguard --version` loads no models
     from rich.progress import Progress
-    from rich.table import Table
 
     from edgeguard.calibration import Calibration
-    from edgeguard.guard import Guard, Verdict
+    from edgeguard.guard import Guard
     from edgeguard.webcam import FrameResult
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
@@ -60,6 +59,12 @@ class FailOn(str, Enum):
 class CalibrationChoice(str, Enum):
     camera = "camera"
     digits = "digits"
+
+
+class DigitsMode(str, Enum):
+    auto = "auto"
+    one = "one"
+    all = "all"
 
 
 def _version(value: bool) -> None:
@@ -147,23 +152,6 @@ def _progress(total: int) -> Progress:
                     console=err, transient=True, disable=total <= 8 or not err.is_terminal)
 
 
-def _table(verdicts: Sequence[Verdict]) -> Table:
-    from rich.markup import escape
-    from rich.table import Table
-
-    styles = {"clean": "green", "adversarial": "red", "out_of_distribution": "magenta", "uncertain": "yellow"}
-    table = Table(show_edge=False)
-    table.add_column("input", overflow="fold")
-    for column in ("label", "conf", "purified", "distinct", "p-value", "verdict"):
-        table.add_column(column, no_wrap=True)
-    table.add_column("reasons", overflow="fold")
-    for v in verdicts:
-        table.add_row(escape(v.source or "-"), str(v.label), f"{v.confidence:.3f}", str(v.purified_label),
-                      str(v.n_distinct), f"{v.p_value:.4f}", f"[{styles[v.verdict]}]{v.verdict}[/]",
-                      ", ".join(v.reasons) or "-")
-    return table
-
-
 @app.command()
 def detect(
     paths: list[str] = typer.Argument(..., help="Image files, folders (searched recursively) or glob patterns."),
@@ -172,14 +160,22 @@ def detect(
     alpha: float = typer.Option(0.01, "--alpha", min=1e-6, max=0.5, help="False-alarm rate on clean digits."),
     providers: str = typer.Option("auto", "--providers", help="auto, cpu, cuda, or a comma-separated list."),
     bundle: Path | None = typer.Option(None, "--bundle", help="Model bundle folder (default: the shipped one)."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object per image."),
-    fail_on: FailOn = typer.Option(FailOn.never, "--fail-on", help="'flagged': exit 1 when an image is flagged."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object per digit (per image of one digit)."),
+    fail_on: FailOn = typer.Option(FailOn.never, "--fail-on",
+                                   help="'flagged': exit 1 when a digit is flagged or an image's digits cannot be "
+                                        "separated."),
     kernels: Kernels = typer.Option(Kernels.auto, "--kernels",
                                     help=f"numba, numpy, or auto: numba from {NUMBA_MIN_IMAGES} images on."),
+    digits: DigitsMode = typer.Option(DigitsMode.auto, "--digits",
+                                      help="one: one verdict per image; all: one per digit found; auto: one per digit "
+                                           "when an image holds several, else one (docs/pages.md)."),
 ) -> None:
-    """Screen digit images and say whether the classifier's answer can be trusted."""
+    """Screen digit images and say whether the classifier's answer can be trusted.
+
+    An image holding several digits (a sheet, a ZIP code) gets one result per digit, in reading order, with its box.
+    """
+    from edgeguard.cli_detect import run_detect
     from edgeguard.errors import InputError
-    from edgeguard.normalize import load_and_preprocess
 
     files, problems = expand_inputs(paths)
     for raw, problem in problems:
@@ -190,33 +186,10 @@ def detect(
     if guard.calibration is None:
         raise fail(f"{guard.bundle.path}: the bundle is not calibrated; run `python -m export.calibrate`",
                    EXIT_BUNDLE)
-    verdicts = []
-    with _progress(len(files)) as progress:
-        task = progress.add_task("screen", total=len(files))
-        for start in range(0, len(files), BATCH):
-            images, sources = [], []
-            for file in files[start : start + BATCH]:
-                try:
-                    images.append(load_and_preprocess(file))
-                    sources.append(file)
-                except InputError as e:
-                    problems.append((file, e.reason))
-                    err.print(f"error: {e}", markup=False)
-            if images:
-                import numpy as np
-
-                verdicts += guard.screen(np.stack(images), sources=sources)
-            progress.advance(task, len(files[start : start + BATCH]))
-    if as_json:
-        for v in verdicts:
-            out.print(json.dumps(v.to_dict()), markup=False)
-    elif verdicts:
-        if not out.is_terminal:
-            out.width = 160  # piped or captured: do not fold the table into 80 columns
-        out.print(_table(verdicts))
+    results = run_detect(guard, files, problems, digits=digits.value, as_json=as_json)
     if problems:
         raise typer.Exit(EXIT_INPUT)
-    if fail_on is FailOn.flagged and any(v.flagged for v in verdicts):
+    if fail_on is FailOn.flagged and any(r.flagged for r in results):
         raise typer.Exit(EXIT_FLAGGED)
 
 

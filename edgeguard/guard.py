@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnxruntime as ort
@@ -28,6 +28,9 @@ from edgeguard.calibration import SIGNALS, Calibration, decide
 from edgeguard.contract import CALIBRATIONS, N_PIXELS, SIDE
 from edgeguard.errors import BundleError, InputError
 from edgeguard.sessions import create_session, providers_from_choice
+
+if TYPE_CHECKING:  # edgeguard.sheet imports this module; it is imported where used
+    from edgeguard.sheet import FoundDigit, ImageResult
 
 log = logging.getLogger(__name__)
 
@@ -174,12 +177,33 @@ class Guard:
                          n_distinct=n_distinct, agreement=agreement, signals=signals,
                          recon=recon.reshape(b, k, SIDE, SIDE) if keep_recon else None)
 
-    def screen(self, images: np.ndarray, *, sources: Sequence[str | None] | None = None) -> list[Verdict]:
-        """Screens one image or a batch: a Verdict per image."""
-        if self.calibration is None:
+    def screen(self, images: np.ndarray, *, sources: Sequence[str | None] | None = None,
+               calibration: str | None = None) -> list[Verdict]:
+        """Screens one image or a batch: a Verdict per image. ``calibration``: another of the bundle's
+        calibrations ("digits", "camera") for this call; None: the guard's own."""
+        chosen = self.calibration if calibration is None else self._calibration(calibration)
+        if chosen is None:
             raise BundleError(f"{self.bundle.path}: the bundle is not calibrated; run `python -m export.calibrate`")
         s = self.analyze(images)
-        return make_verdicts(s, *self.calibration.p_values(s.signals, self._backend), self.alpha, sources)
+        return make_verdicts(s, *chosen.p_values(s.signals, self._backend), self.alpha, sources)
+
+    def screen_regions(self, image: np.ndarray, *, max_digits: int = 64, ink: str = "auto",
+                       calibration: str | None = None) -> list[FoundDigit]:
+        """Every digit found in ``image`` (BGR or gray; a photo of a sheet, a ZIP code, a form) by the region
+        finder the webcam uses, screened in one batch: a ``FoundDigit`` (index in reading order, box, screening)
+        per digit. ``calibration``: None for the one meant for cut-out digits (edgeguard.sheet)."""
+        from edgeguard.sheet import screen_regions
+
+        return screen_regions(self, image, max_digits=max_digits, ink=ink, calibration=calibration)
+
+    def screen_image(self, image: np.ndarray | str | os.PathLike[str], *, digits: str = "auto",
+                     max_digits: int = 64) -> ImageResult:
+        """An image (an array or a file) screened as ``edgeguard detect --digits`` does: one digit ("one"), each
+        digit found ("all"), or whichever it holds ("auto"): an ``ImageResult`` (status, digits, reading,
+        all_clean). One digit is screened exactly as ``screen_file``/``screen`` would."""
+        from edgeguard.sheet import screen_image
+
+        return screen_image(self, image, digits=digits, max_digits=max_digits)
 
     def screen_file(self, path: str | os.PathLike[str]) -> Verdict:
         """Loads an image file (PNG, JPEG, BMP, PGM, TIFF or .npy), makes it MNIST-style and screens it."""
@@ -187,6 +211,16 @@ class Guard:
 
         image = load_and_preprocess(path)
         return self.screen(image, sources=[os.fspath(path)])[0]
+
+    def _calibration(self, name: str) -> Calibration:
+        if not isinstance(name, str) or name not in CALIBRATIONS:
+            raise ValueError(f"calibration must be one of {', '.join(CALIBRATIONS)}, got {name!r}")
+        if name == self.calibration_name and self.calibration is not None:
+            return self.calibration
+        found = self.bundle.info.calibrations.get(name)
+        if found is None:
+            raise BundleError(f"{self.bundle.path}: the bundle has no {name} calibration")
+        return found
 
     def warmup(self) -> dict[str, float]:
         """Compiles the kernels and runs every model once; returns the seconds each step took."""

@@ -19,12 +19,12 @@ import pytest
 from typer.testing import CliRunner
 
 from benchmarks import videos
+from edgeguard import regions
 from edgeguard import webcam as cam
 from edgeguard.bundle import shipped_bundle_path
 from edgeguard.calibration import VERDICTS
 from edgeguard.cli import app
 from edgeguard.guard import Guard, Verdict
-from edgeguard.webcam import regions, screening
 from export import filming
 
 MATCH_IOU = 0.5
@@ -380,7 +380,7 @@ def test_noise_and_hundreds_of_contours_do_not_stall(guard, make, monkeypatch):
 
     monkeypatch.setattr(regions, "_components", spy("pieces", regions._components, lambda a, out: len(out[2])))
     monkeypatch.setattr(regions, "_merge", spy("merged", regions._merge, lambda a, out: len(a[0])))
-    monkeypatch.setattr(screening, "preprocess", spy("normalised", screening.preprocess, lambda a, out: 1))
+    monkeypatch.setattr(regions, "preprocess", spy("normalised", regions.preprocess, lambda a, out: 1))
     monkeypatch.setattr(guard, "screen", spy("screened", guard.screen, lambda a, out: len(a[0])))
     for max_digits in (1, 8):
         for counts in work.values():

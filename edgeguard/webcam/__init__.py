@@ -2,7 +2,7 @@
 
 One frame flows one way, one module per step:
 
-    frame (BGR) -> digit regions, each cropped with paper padding                         (regions.py)
+    frame (BGR) -> digit regions, each cropped with paper padding       (edgeguard/regions.py, shared with detect)
       -> ``preprocess`` (MNIST format) -> ONE ``guard.screen`` call for the whole frame     (screening.py)
       -> ``Tracker`` (IoU matching, vote over the last few frames) -> ``DigitResult`` per digit  (tracking.py)
       -> ``annotate``: boxes coloured by verdict, labels, reasons, FPS                      (overlay.py)
@@ -15,9 +15,7 @@ The names below are the public API; import them from ``edgeguard.webcam``. (To r
 patch it where it is used: ``run`` calls ``edgeguard.webcam.loop.process_frame``, for instance.)
 """
 
-from edgeguard.webcam.loop import FrameResult, RunSummary, default_calibration, run
-from edgeguard.webcam.overlay import COLOURS, SHORT, annotate, describe
-from edgeguard.webcam.regions import (
+from edgeguard.regions import (
     CROP_SIDE,
     MAX_ASPECT,
     MAX_CANDIDATES,
@@ -30,6 +28,8 @@ from edgeguard.webcam.regions import (
     Box,
     find_digit_regions,
 )
+from edgeguard.webcam.loop import FrameResult, RunSummary, default_calibration, run
+from edgeguard.webcam.overlay import COLOURS, SHORT, annotate, describe
 from edgeguard.webcam.screening import DigitResult, process_frame
 from edgeguard.webcam.sources import RecordError, SourceError, display_available, open_source, read_frames
 from edgeguard.webcam.tracking import Tracker, iou

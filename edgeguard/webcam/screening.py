@@ -1,5 +1,6 @@
-"""One frame screened: its digit regions -> ``preprocess`` (MNIST format) -> ONE ``guard.screen`` call for
-the whole frame -> ``Tracker`` (IoU matching, vote over the last few frames) -> a ``DigitResult`` per digit."""
+"""One frame screened: its digit regions (``edgeguard.regions``, the finder ``edgeguard detect`` uses too)
+-> ``preprocess`` (MNIST format) -> ONE ``guard.screen`` call for the whole frame -> ``Tracker`` (IoU matching,
+vote over the last few frames) -> a ``DigitResult`` per digit."""
 
 from __future__ import annotations
 
@@ -9,10 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from edgeguard.errors import InputError
 from edgeguard.guard import Guard, Verdict
-from edgeguard.normalize import preprocess
-from edgeguard.webcam.regions import Box, crop_region, digit_regions, frame_gray
+from edgeguard.regions import FRAME, Box, cut_digits, find_regions, frame_gray
 from edgeguard.webcam.tracking import Tracker
 
 __all__ = ["DigitResult", "process_frame"]
@@ -54,14 +53,7 @@ def process_frame(guard: Guard, frame: np.ndarray, *, max_digits: int = 8, track
     Regions that preprocessing finds blank are dropped. Without a ``tracker`` the stable label and
     verdict are this frame's own and ``track_id`` is None.
     """
-    gray, labels, found = digit_regions(frame_gray(frame), max_digits, ink)
-    images, boxes = [], []
-    for box, members in found:
-        try:
-            images.append(preprocess(crop_region(gray, labels, box, members)))
-        except InputError:
-            continue
-        boxes.append(box)
+    images, boxes = cut_digits(find_regions(frame_gray(frame), max_digits, ink, FRAME))
     if not images:
         if tracker is not None:
             tracker.update([], [])

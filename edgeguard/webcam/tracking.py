@@ -13,7 +13,7 @@ import numpy as np
 
 from edgeguard.contract import SIDE
 from edgeguard.guard import Verdict
-from edgeguard.webcam.regions import Box
+from edgeguard.regions import Box
 
 __all__ = ["Tracker", "iou"]
 
