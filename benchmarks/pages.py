@@ -44,7 +44,7 @@ from benchmarks.webcam_fps import bundle_info, machine_info, pin_one_core
 from edgeguard.errors import InputError
 from edgeguard.guard import Guard
 from edgeguard.sheet import REGIONS_CALIBRATION, STATUSES
-from export.filming import Digits, _lighting, _paper, nondigit, superimposed
+from export.filming import Digits, _lighting, _paper, nondigit, scale_and_rotate, superimposed
 
 Box = tuple[int, int, int, int]
 LAYOUTS = ("rows", "zip", "free", "single")
@@ -176,14 +176,7 @@ def _glyph_alpha(glyph: np.ndarray, height: int, angle: float) -> np.ndarray:
     alpha = glyph.astype(np.float32) / 255.0
     rows, cols = np.nonzero(alpha > 0.01)
     alpha = np.pad(alpha[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1], 2)  # fades out when scaled
-    scale = min(height / (alpha.shape[0] - 4), 1.1 * height / (alpha.shape[1] - 4))
-    size = (max(2, round(alpha.shape[1] * scale)), max(2, round(alpha.shape[0] * scale)))
-    alpha = cv2.resize(alpha, size, interpolation=cv2.INTER_CUBIC)
-    pad = round(0.25 * max(size))
-    alpha = cv2.copyMakeBorder(alpha, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
-    h, w = alpha.shape
-    matrix = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
-    return np.clip(cv2.warpAffine(alpha, matrix, (w, h), flags=cv2.INTER_LINEAR, borderValue=0), 0, 1)
+    return scale_and_rotate(alpha, height, angle, border=2)
 
 
 def _shadow(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:

@@ -152,8 +152,13 @@ def _ink_crop(glyph: np.ndarray) -> np.ndarray:
 
 def _glyph_alpha(glyph: np.ndarray, height: int, angle: float) -> np.ndarray:
     """Scaled to ``height`` px of ink (width at most 1.1 x height), rotated by ``angle`` degrees."""
-    alpha = _ink_crop(glyph)
-    scale = min(height / alpha.shape[0], 1.1 * height / alpha.shape[1])
+    return scale_and_rotate(_ink_crop(glyph), height, angle)
+
+
+def scale_and_rotate(alpha: np.ndarray, height: int, angle: float, border: int = 0) -> np.ndarray:
+    """Ink alpha cropped to its ink (plus ``border`` px each side, not counted as ink) scaled to ``height`` px of
+    ink (width at most 1.1 x height), given room around it and rotated by ``angle`` degrees; values in [0, 1]."""
+    scale = min(height / (alpha.shape[0] - 2 * border), 1.1 * height / (alpha.shape[1] - 2 * border))
     size = (max(2, round(alpha.shape[1] * scale)), max(2, round(alpha.shape[0] * scale)))
     alpha = cv2.resize(alpha, size, interpolation=cv2.INTER_CUBIC)
     pad = round(0.25 * max(size))
