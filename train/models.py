@@ -100,5 +100,15 @@ class LogitMean(nn.Module):
 def vae_loss(recon: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, beta: float = 1.0):
     """Negative ELBO per image (Bernoulli likelihood), with the KL term weighted by beta."""
     bce = nn.functional.binary_cross_entropy(recon, x, reduction="sum") / x.shape[0]
-    kl = 0.5 * torch.sum(logvar.exp() + mu.pow(2) - 1.0 - logvar) / x.shape[0]
+    kl = prior_kl(mu, logvar)
     return bce + beta * kl, bce, kl
+
+
+def prior_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(q(z|x) || N(0, I)) per image, averaged over the batch."""
+    return 0.5 * torch.sum(logvar.exp() + mu.pow(2) - 1.0 - logvar) / mu.shape[0]
+
+
+def uniform_cross_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy to the uniform answer over the classes, averaged over the batch (outlier exposure)."""
+    return -nn.functional.log_softmax(logits, dim=1).mean()

@@ -1,5 +1,11 @@
 """Seeded, deterministic CPU training of the VAE and the classifier.
 
+Every stage sees capture-augmented digits (``train/capture.py``: stroke width, blur, slant, elastic
+wobble, size and position) beside MNIST's own, and, with outlier exposure (``outliers`` > 0), a batch of
+generated non-digits (``train/glyphs.py`` font glyphs and ``train/outliers.py`` shapes): the encoder is asked
+to give them the prior as posterior (no idea what it is: a wide posterior, reconstructions that are random
+digits) and the classifier a uniform answer (Hendrycks et al., 2019).
+
 Six stages: (1) the VAE alone; (2) the classifier on clean (lightly augmented) images and on VAE
 reconstructions sampled from the posterior, so that it reads reconstructions as well as originals;
 (3) the VAE again, now also asked that the frozen classifier reads its sampled reconstructions of
@@ -30,8 +36,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from train.capture import capture, mixed
 from train.data import load_mnist
-from train.models import LATENT_DIM, VAE, Classifier, LogitMean, vae_loss
+from train.glyphs import glyphs
+from train.models import LATENT_DIM, VAE, Classifier, LogitMean, prior_kl, uniform_cross_entropy, vae_loss
+from train.outliers import non_digits
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +66,17 @@ class TrainConfig:
     refine_weight: float = 1000.0
     finetune_epochs: int = 4  # stage 4: the classifier on the refined VAE's reconstructions
     teacher_width: int = 32  # stage 5: the teacher (never exported)
-    teacher_epochs: int = 12
+    teacher_epochs: int = 10
     distill_epochs: int = 4  # stage 6 (0: no teacher, no distillation)
     distill_lr: float = 5e-4
     distill_temperature: float = 4.0
     distill_weight: float = 0.9  # of the distillation loss; the rest is cross-entropy with the labels
+    capture_share: float = 0.4  # of each digit batch drawn through train.capture
+    outliers: int = 20000  # generated non-digits for outlier exposure (0: none)
+    outlier_batch: int = 32  # of them per step
+    oe_vae_weight: float = 1.0  # of the outliers' KL to the prior
+    oe_clf_weight: float = 0.25  # of the classifier's cross-entropy to the uniform answer on them
+    outlier_seed: int = 7000  # the training outliers' own seeds (selection and the report use others)
     threads: int = 2
     quick: bool = False
     quick_size: int = 2000
@@ -75,6 +90,7 @@ class TrainConfig:
             self.vae_epochs, self.clf_epochs = min(self.vae_epochs, 1), min(self.clf_epochs, 1)
             self.refine_epochs, self.finetune_epochs = min(self.refine_epochs, 1), min(self.finetune_epochs, 1)
             self.teacher_epochs, self.distill_epochs = min(self.teacher_epochs, 1), min(self.distill_epochs, 1)
+            self.outliers = min(self.outliers, 1000)
 
 
 def seed_everything(seed: int, threads: int) -> None:
@@ -115,6 +131,40 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
 
 
+@dataclass
+class Exposure:
+    """Outlier exposure: a pool of generated non-digits (N, 1, 28, 28) and the weights of its two losses."""
+
+    pool: torch.Tensor
+    batch: int
+    vae_weight: float
+    clf_weight: float
+
+    @classmethod
+    def build(cls, cfg: TrainConfig) -> Exposure | None:
+        if not cfg.outliers:
+            return None
+        shapes, _ = non_digits(cfg.outliers // 2, cfg.outlier_seed + cfg.seed)
+        letters, _ = glyphs(cfg.outliers - len(shapes), cfg.outlier_seed + cfg.seed + 1)
+        pool = torch.from_numpy(np.concatenate([shapes, letters])).unsqueeze(1)
+        return cls(pool, cfg.outlier_batch, cfg.oe_vae_weight, cfg.oe_clf_weight)
+
+    def sample(self, gen: torch.Generator) -> torch.Tensor:
+        idx = torch.randint(len(self.pool), (self.batch,), generator=gen)
+        return mixed(self.pool[idx], gen)
+
+    def vae_loss(self, vae: VAE, gen: torch.Generator) -> torch.Tensor:
+        return self.vae_weight * prior_kl(*vae.encoder(self.sample(gen)))
+
+    def clf_loss(self, clf: torch.nn.Module, gen: torch.Generator) -> torch.Tensor:
+        return self.clf_weight * uniform_cross_entropy(clf(self.sample(gen)))
+
+
+def jitter(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Tensor:
+    """A training batch of digits: ``capture_share`` of them captured, the rest lightly jittered."""
+    return mixed(x, gen, cfg.capture_share, rest=augment(x, gen))
+
+
 def batches(n: int, size: int, gen: torch.Generator):
     order = torch.randperm(n, generator=gen)
     for start in range(0, n, size):
@@ -142,11 +192,15 @@ def run_epochs(name: str, params, epochs: int, lr: float, n: int, cfg: TrainConf
         log.info("%s epoch %d/%d: loss %.4f", name, epoch + 1, epochs, total / n)
 
 
-def train_vae(cfg: TrainConfig, x: torch.Tensor, gen: torch.Generator) -> VAE:
-    """Stage 1: the VAE alone (negative ELBO, KL weighted by beta)."""
+def train_vae(cfg: TrainConfig, x: torch.Tensor, gen: torch.Generator, oe: Exposure | None) -> VAE:
+    """Stage 1: the VAE alone (negative ELBO, KL weighted by beta), on MNIST's digits and captured ones."""
     vae = VAE(cfg.latent_dim, cfg.vae_width, cfg.encoder_width).train()
-    run_epochs("vae", vae.parameters(), cfg.vae_epochs, 2e-3, len(x), cfg, gen,
-               lambda idx: vae_loss(*_vae_out(vae, x[idx]), cfg.beta)[0])
+
+    def step(idx):
+        loss = vae_loss(*_vae_out(vae, mixed(x[idx], gen, cfg.capture_share)), cfg.beta)[0]
+        return loss if oe is None else loss + oe.vae_loss(vae, gen)
+
+    run_epochs("vae", vae.parameters(), cfg.vae_epochs, 2e-3, len(x), cfg, gen, step)
     return vae.eval()
 
 
@@ -162,7 +216,7 @@ def sample_reconstructions(vae: VAE, x: torch.Tensor) -> torch.Tensor:
 
 
 def train_classifier(cfg: TrainConfig, vae: VAE, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator,
-                     clf: Classifier | None = None, epochs: int | None = None, lr: float = 3e-3,
+                     oe: Exposure | None, clf: Classifier | None = None, epochs: int | None = None, lr: float = 3e-3,
                      teacher: torch.nn.Module | None = None, name: str = "classifier") -> Classifier:
     """Stages 2, 4, 5 and 6: a classifier on augmented clean images and on sampled reconstructions of them.
     With a ``teacher`` (stage 6) the loss is mostly the distillation loss: the KL divergence between the
@@ -172,10 +226,12 @@ def train_classifier(cfg: TrainConfig, vae: VAE, x: torch.Tensor, y: torch.Tenso
     t = cfg.distill_temperature
 
     def step(idx):
-        xb, yb = augment(x[idx], gen), y[idx]
+        xb, yb = jitter(x[idx], cfg, gen), y[idx]
         inputs = torch.cat([xb, sample_reconstructions(vae, xb)])
         logits = clf(inputs)
         loss = F.cross_entropy(logits, torch.cat([yb, yb]))
+        if oe is not None:
+            loss = loss + oe.clf_loss(clf, gen)
         if teacher is None:
             return loss
         with torch.no_grad():
@@ -188,16 +244,17 @@ def train_classifier(cfg: TrainConfig, vae: VAE, x: torch.Tensor, y: torch.Tenso
 
 
 def refine_vae(cfg: TrainConfig, vae: VAE, clf: Classifier, x: torch.Tensor, y: torch.Tensor,
-               gen: torch.Generator) -> VAE:
+               gen: torch.Generator, oe: Exposure | None) -> VAE:
     """Stage 3: the VAE again, now also asked that the frozen classifier reads its sampled
     reconstructions as the input's label, so that sampling keeps a digit's identity."""
     vae.train()
     clf.eval().requires_grad_(False)
 
     def step(idx):
-        xb = augment(x[idx], gen) if cfg.refine_augment else x[idx]
+        xb = jitter(x[idx], cfg, gen) if cfg.refine_augment else x[idx]
         recon, xb, mu, logvar = _vae_out(vae, xb)
-        return vae_loss(recon, xb, mu, logvar, cfg.beta)[0] + cfg.refine_weight * F.cross_entropy(clf(recon), y[idx])
+        loss = vae_loss(recon, xb, mu, logvar, cfg.beta)[0] + cfg.refine_weight * F.cross_entropy(clf(recon), y[idx])
+        return loss if oe is None else loss + oe.vae_loss(vae, gen)
 
     run_epochs("refine vae", vae.parameters(), cfg.refine_epochs, 5e-4, len(x), cfg, gen, step)
     clf.requires_grad_(True)
@@ -222,6 +279,28 @@ def evaluate(vae: VAE, clf: Classifier, x: torch.Tensor, y: torch.Tensor, k: int
     return {"clean_accuracy": clean / n, "purified_accuracy": purified / n, "unanimous_share": unanimous / n}
 
 
+@torch.no_grad()
+def heldout_checks(vae: VAE, clf: Classifier, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig) -> dict:
+    """What the augmentation and outlier exposure are for, on held-out data: the held-out digits captured
+    (a fixed seed of their own), and generated non-digits of seeds never trained on."""
+    gen = torch.Generator().manual_seed(cfg.outlier_seed + 999)
+    captured = torch.cat([capture(x[i : i + 500], gen) for i in range(0, len(x), 500)])
+    n = min(len(x), 2000)
+    shapes, _ = non_digits(n // 2, cfg.outlier_seed + 998)
+    letters, _ = glyphs(n - len(shapes), cfg.outlier_seed + 997)
+    outliers = torch.from_numpy(np.concatenate([shapes, letters])).unsqueeze(1)
+
+    def spread_and_confidence(images):
+        std = torch.exp(0.5 * vae.encoder(images)[1]).mean(1)
+        confidence = F.softmax(clf(images), 1).max(1).values
+        return {"median_posterior_std": round(float(std.median()), 4),
+                "median_confidence": round(float(confidence.median()), 4)}
+
+    return {"captured_digits": evaluate(vae, clf, captured, y),
+            "digits": spread_and_confidence(x[:n]), "captured": spread_and_confidence(captured[:n]),
+            "non_digits": spread_and_confidence(outliers)}
+
+
 def train(cfg: TrainConfig) -> dict:
     """Trains both models, saves state_dict checkpoints and a metadata file into cfg.out."""
     start = time.time()
@@ -231,23 +310,26 @@ def train(cfg: TrainConfig) -> dict:
     x, y = to_tensor(data.train_x), torch.from_numpy(data.train_y.astype(np.int64))
     if cfg.quick:
         x, y = x[: cfg.quick_size], y[: cfg.quick_size]
-    vae = train_vae(cfg, x, gen)
-    clf = train_classifier(cfg, vae, x, y, gen)
+    oe = Exposure.build(cfg)
+    vae = train_vae(cfg, x, gen, oe)
+    clf = train_classifier(cfg, vae, x, y, gen, oe)
     if cfg.refine_epochs:
-        vae = refine_vae(cfg, vae, clf, x, y, gen)
-        clf = train_classifier(cfg, vae, x, y, gen, clf=clf, epochs=cfg.finetune_epochs, lr=5e-4)
+        vae = refine_vae(cfg, vae, clf, x, y, gen, oe)
+        clf = train_classifier(cfg, vae, x, y, gen, oe, clf=clf, epochs=cfg.finetune_epochs, lr=5e-4)
     val_n = cfg.val_size or (1000 if cfg.quick else len(data.val_x))
     val_x, val_y = to_tensor(data.val_x[:val_n]), torch.from_numpy(data.val_y[:val_n].astype(np.int64))
     teacher_val = None
     if cfg.distill_epochs:
-        teacher = train_classifier(cfg, vae, x, y, gen, clf=Classifier(cfg.teacher_width), epochs=cfg.teacher_epochs,
-                                   name="teacher")
+        teacher = train_classifier(cfg, vae, x, y, gen, oe, clf=Classifier(cfg.teacher_width),
+                                   epochs=cfg.teacher_epochs, name="teacher")
         judge = LogitMean(teacher, copy.deepcopy(clf)).eval().requires_grad_(False)
         teacher_val = {"before_distillation": evaluate(vae, clf, val_x, val_y),
                        "teacher": evaluate(vae, teacher, val_x, val_y), "judge": evaluate(vae, judge, val_x, val_y)}
-        clf = train_classifier(cfg, vae, x, y, gen, clf=clf, epochs=cfg.distill_epochs, lr=cfg.distill_lr,
+        clf = train_classifier(cfg, vae, x, y, gen, oe, clf=clf, epochs=cfg.distill_epochs, lr=cfg.distill_lr,
                                teacher=judge, name="distill")
     val = evaluate(vae, clf, val_x, val_y)
+    heldout = heldout_checks(vae, clf, val_x, val_y, cfg)
+    log.info("held-out checks: %s", json.dumps(heldout))
     cfg.out.mkdir(parents=True, exist_ok=True)
     torch.save(vae.state_dict(), cfg.out / VAE_FILE)
     torch.save(clf.state_dict(), cfg.out / CLASSIFIER_FILE)
@@ -257,6 +339,7 @@ def train(cfg: TrainConfig) -> dict:
         "data_files": data.files,
         "validation_metrics": val,
         "distillation_validation_metrics": teacher_val,
+        "heldout_checks": heldout,
         "git_commit": git_commit(),
         "torch_version": torch.__version__,
         "python": platform.python_version(),

@@ -1,0 +1,49 @@
+"""What the models are trained on beside MNIST: captured digits (train/capture.py) and non-digits
+(train/glyphs.py, train/outliers.py), kept apart from the report's test sets."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from train.capture import capture, mixed
+from train.glyphs import CHARACTERS, DIGIT_LIKE, font_files, glyphs
+from train.trainer import TrainConfig, to_tensor
+
+
+def test_capture_keeps_the_runtime_scale_and_is_seeded(mnist):
+    x = to_tensor(mnist.test_x[:64])
+    a = capture(x, torch.Generator().manual_seed(1))
+    b = capture(x, torch.Generator().manual_seed(1))
+    assert a.shape == x.shape and torch.equal(a, b)
+    assert float(a.min()) >= 0.0
+    torch.testing.assert_close(a.amax(dim=(1, 2, 3)), torch.ones(64))  # ink peak at full scale, as at run time
+    assert float((a - x).abs().mean()) > 0.02  # it does change the digits
+
+
+def test_mixed_captures_only_its_share(mnist):
+    x = to_tensor(mnist.test_x[:400])
+    out = mixed(x, torch.Generator().manual_seed(2), share=0.25)
+    changed = (out - x).abs().amax(dim=(1, 2, 3)) > 0
+    assert 0.15 < float(changed.float().mean()) < 0.35
+
+
+def test_glyphs_are_mnist_style_and_never_digit_like():
+    images, chars = glyphs(60, seed=5)
+    assert images.shape == (60, 28, 28) and images.dtype == np.float32
+    assert images.max(axis=(1, 2)).min() == 1.0
+    assert not set(chars) & (DIGIT_LIKE | set("0123456789"))
+    assert set(chars) <= set(CHARACTERS)
+
+
+def test_training_outliers_share_no_font_with_the_report():
+    """The report draws letters with OpenCV's Hershey fonts; training glyphs come from TrueType files."""
+    assert font_files() and all(f.endswith(".ttf") for f in font_files())
+    assert not any("hershey" in f.lower() for f in font_files())
+
+
+def test_outlier_seeds_differ_from_the_selections():
+    from export.select_signals import SEED
+
+    cfg = TrainConfig(out="unused")
+    assert SEED not in (cfg.outlier_seed + cfg.seed, cfg.outlier_seed + cfg.seed + 1)
