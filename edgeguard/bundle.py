@@ -30,6 +30,7 @@ from typing import Any
 from edgeguard.calibration import Calibration
 from edgeguard.contract import CALIBRATIONS, FORMAT_VERSION, MANIFEST, MAX_K, MODEL_NAMES, SIGNATURES
 from edgeguard.errors import BundleError
+from edgeguard.kinds import KindRule
 from edgeguard.onnx_graph import check_graph, onnx_signature
 
 __all__ = ["Bundle", "Manifest", "ModelEntry", "check_manifest", "load_bundle", "load_manifest", "onnx_signature",
@@ -79,6 +80,7 @@ class Manifest:
     created: str | None  # ISO 8601 time of the export; None when absent (or not a string)
     raw: dict[str, Any] = field(repr=False)  # the JSON object as read, unknown fields included
     sha256: str = ""  # of manifest.json as read
+    kind_rule: KindRule | None = None  # adversarial or out_of_distribution (edgeguard.kinds); None when absent
 
     @property
     def calibration(self) -> Calibration | None:
@@ -218,6 +220,12 @@ def check_manifest(manifest: object, file: Path, sha256: str = "") -> Manifest:
                 calibrations[choice] = Calibration.from_manifest(manifest[key], manifest["default_k"], key)
             except BundleError as e:
                 raise bad(str(e)) from None
+    kind_rule = None
+    if manifest.get("kind_rule") is not None:
+        try:
+            kind_rule = KindRule.from_manifest(manifest["kind_rule"])
+        except BundleError as e:
+            raise bad(str(e)) from None
 
     def text(key: str) -> str | None:
         value = manifest.get(key)
@@ -227,7 +235,7 @@ def check_manifest(manifest: object, file: Path, sha256: str = "") -> Manifest:
                     n_classes=manifest["n_classes"], default_k=manifest["default_k"], calibrations=calibrations,
                     metrics=manifest.get("metrics", {}), provenance=manifest.get("provenance", {}),
                     input=manifest.get("input", {}), name=text("name"), created=text("created"), raw=manifest,
-                    sha256=sha256)
+                    sha256=sha256, kind_rule=kind_rule)
 
 
 def _model_file(root: Path, name: str, relative: str) -> Path:

@@ -16,7 +16,9 @@ flagging at p < alpha gives a clean false-alarm rate close to alpha.
 The verdict rule (the one place that maps signals to verdicts):
 
 - combined p >= alpha: **clean**.
-- otherwise, look at the signals whose own p-value is below alpha ("fired"), by group:
+- otherwise, look at the signals whose own p-value is below alpha ("fired"). If a consistency or
+  reconstruction signal fired and the bundle has a kind rule (edgeguard.kinds, fitted on held-out data):
+  **adversarial** or **out_of_distribution**, as that rule says. Without a kind rule, by group:
   - a reconstruction/latent signal fired with a p-value no larger than any consistency signal's:
     **out_of_distribution** (the VAE cannot represent the input);
   - else a consistency signal fired: **adversarial** (the reconstructions disagree with each other
@@ -191,8 +193,10 @@ class Calibration:
         return dict(zip(self.signals, p.T)), combined
 
 
-def decide(p_signals: dict[str, float], p_combined: float, alpha: float) -> tuple[str, tuple[str, ...]]:
-    """The verdict rule above, for one image: (verdict, reasons)."""
+def decide(p_signals: dict[str, float], p_combined: float, alpha: float,
+           adversarial: bool | None = None) -> tuple[str, tuple[str, ...]]:
+    """The verdict rule above, for one image: (verdict, reasons). ``adversarial``: the bundle's kind rule's call
+    for this image (edgeguard.kinds), which names the kind of a flagged image; None: the group rule does."""
     if p_combined >= alpha:
         return "clean", ()
     fired = sorted((p, name) for name, p in p_signals.items() if p < alpha)
@@ -200,6 +204,8 @@ def decide(p_signals: dict[str, float], p_combined: float, alpha: float) -> tupl
     best = {group: min((p for p, name in fired if SIGNALS[name][0] == group), default=None)
             for group in (CONSISTENCY, RECONSTRUCTION)}
     recon, consistency = best[RECONSTRUCTION], best[CONSISTENCY]
+    if adversarial is not None and (recon is not None or consistency is not None):
+        return ("adversarial" if adversarial else "out_of_distribution"), reasons
     if recon is not None and (consistency is None or recon <= consistency):
         return "out_of_distribution", reasons
     if consistency is not None:

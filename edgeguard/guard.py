@@ -2,9 +2,10 @@
 
 One screening of a batch of B images with K samples each flows one way:
 
-    x (B,28,28) -> encoder -> mu, logvar (B,D) -> kernels.sample_latents -> z (B*K,D)
+    x (B,28,28) -> contrast.standardize (polarity, background, ink peak) -> x
+      -> encoder -> mu, logvar (B,D) -> kernels.sample_latents -> z (B*K,D)
       -> decoder -> recon (B*K,28,28);  x + recon -> classifier -> logits
-      -> kernels.score (vote and every signal, one call) -> signals (B,S) -> calibration -> Verdict per image
+      -> kernels.score (vote and every signal, one call) -> signals (B,S) -> calibration, kind rule -> Verdict per image
 
 "kernels" is edgeguard.kernels (numba) or its NumPy twin edgeguard.kernels_numpy, chosen at load.
 """
@@ -26,7 +27,9 @@ import onnxruntime as ort
 from edgeguard.bundle import Bundle, load_bundle
 from edgeguard.calibration import SIGNALS, Calibration, decide
 from edgeguard.contract import CALIBRATIONS, N_PIXELS, SIDE
+from edgeguard.contrast import standardize
 from edgeguard.errors import BundleError, InputError
+from edgeguard.kinds import KindRule
 from edgeguard.sessions import create_session, providers_from_choice
 
 if TYPE_CHECKING:  # edgeguard.sheet imports this module; it is imported where used
@@ -74,6 +77,7 @@ class Screening:
     agreement: np.ndarray
     signals: dict[str, np.ndarray] = field(default_factory=dict)
     recon: np.ndarray | None = None  # (B, K, 28, 28), only when asked for
+    blank: np.ndarray | None = None  # (B,) bool: no ink above the background (edgeguard.contrast)
 
 
 def as_batch(images: object) -> np.ndarray:
@@ -162,8 +166,9 @@ class Guard:
 
     # -- the pipeline -------------------------------------------------------------------------
     def analyze(self, images: np.ndarray, *, keep_recon: bool = False) -> Screening:
-        """Runs the models and kernels; returns raw scores (no calibration needed)."""
-        x = as_batch(images)
+        """Runs the models and kernels on the images made standard by the 28x28 rule (edgeguard.contrast);
+        returns raw scores (no calibration needed)."""
+        x, blank = standardize(as_batch(images))
         b, k, kernels = x.shape[0], self.k, self._backend
         image = x.reshape(b, 1, SIDE, SIDE)
         mu, logvar = self._sessions["encoder"].run(None, {"image": image})
@@ -175,7 +180,7 @@ class Guard:
         signals = dict(zip(kernels.SCORE_NAMES, scores.T))
         return Screening(label=label, confidence=confidence, labels=labels, purified_label=majority,
                          n_distinct=n_distinct, agreement=agreement, signals=signals,
-                         recon=recon.reshape(b, k, SIDE, SIDE) if keep_recon else None)
+                         recon=recon.reshape(b, k, SIDE, SIDE) if keep_recon else None, blank=blank)
 
     def screen(self, images: np.ndarray, *, sources: Sequence[str | None] | None = None,
                calibration: str | None = None) -> list[Verdict]:
@@ -185,7 +190,8 @@ class Guard:
         if chosen is None:
             raise BundleError(f"{self.bundle.path}: the bundle is not calibrated; run `python -m export.calibrate`")
         s = self.analyze(images)
-        return make_verdicts(s, *chosen.p_values(s.signals, self._backend), self.alpha, sources)
+        return make_verdicts(s, *chosen.p_values(s.signals, self._backend), self.alpha, sources,
+                             self.bundle.info.kind_rule)
 
     def screen_regions(self, image: np.ndarray, *, max_digits: int = 64, ink: str = "auto",
                        calibration: str | None = None) -> list[FoundDigit]:
@@ -234,17 +240,21 @@ class Guard:
 
 
 def make_verdicts(s: Screening, p_signals: dict[str, np.ndarray], p_combined: np.ndarray, alpha: float,
-                  sources: Sequence[str | None] | None = None) -> list[Verdict]:
-    """Guard.screen's last step: a Verdict per image from a screening and its calibrated p-values."""
+                  sources: Sequence[str | None] | None = None, kind_rule: KindRule | None = None) -> list[Verdict]:
+    """Guard.screen's last step: a Verdict per image from a screening, its calibrated p-values and the bundle's
+    kind rule (None: the group rule names the kind)."""
+    n = len(s.label)
+    kinds = kind_rule.adversarial(s.signals).tolist() if kind_rule is not None else [None] * n
     # Python values row by row (tolist() is exact for float32 and far cheaper than per-element float()).
     columns = zip(s.label.tolist(), s.confidence.tolist(), s.purified_label.tolist(), s.n_distinct.tolist(),
                   s.agreement.tolist(), s.labels.tolist(), np.column_stack(list(s.signals.values())).tolist(),
                   np.column_stack(list(p_signals.values())).tolist(), p_combined.tolist(),
-                  sources if sources is not None else [None] * len(s.label))
+                  sources if sources is not None else [None] * n,
+                  s.blank.tolist() if s.blank is not None else [False] * n, kinds)
     verdicts = []
-    for label, confidence, purified, n_distinct, agreement, labels, scores, ps, p, source in columns:
+    for label, confidence, purified, n_distinct, agreement, labels, scores, ps, p, source, blank, kind in columns:
         ps = dict(zip(p_signals, ps))
-        verdict, reasons = decide(ps, p, alpha)
+        verdict, reasons = ("out_of_distribution", ("blank",)) if blank else decide(ps, p, alpha, kind)
         verdicts.append(Verdict(
             label=label, confidence=confidence, purified_label=purified, n_distinct=n_distinct,
             agreement=agreement, labels=tuple(labels), scores=dict(zip(s.signals, scores)), p_values=ps,

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from edgeguard.contract import SIDE
+from edgeguard.contrast import standardize_image
 from edgeguard.decode import load_image, load_images, to_gray01
 from edgeguard.errors import InputError
 
@@ -59,29 +60,24 @@ def preprocess(image: np.ndarray) -> np.ndarray:
     """Turn a digit image into a 28x28 (SIDE x SIDE) float32 array in [0, 1], white ink on black (MNIST style).
 
     ``image`` is 2-D gray, H x W x 1, H x W x 3 (BGR) or H x W x 4 (BGRA); uint8, uint16, other
-    integers in [0, 255], or floats in [0, 1]. A 28x28 image that already looks like MNIST
-    (dark border and background) is only converted to float; anything else is inverted if
+    integers in [0, 255], or floats in [0, 1]. A 28x28 image is taken as already framed and gets
+    the one rule for 28x28 inputs (``edgeguard.contrast``: polarity from the frame, background to 0,
+    ink peak to 1), exactly as ``Guard.screen`` gives an array; any other size is inverted if
     needed, thresholded, cropped to the digit, scaled into 20x20 and centred by its centre of
     mass. Raises TypeError for a non-array or non-numeric dtype and :class:`InputError` (a
     ValueError) for a bad shape, bad values or an image with no digit.
     """
     gray = to_gray01(image)
-    if gray.shape == (SIDE, SIDE) and _looks_like_mnist(gray):
-        if gray.max() - gray.min() < _MIN_CONTRAST:
+    if gray.shape == (SIDE, SIDE):
+        framed, blank = standardize_image(gray)
+        if blank:
             raise InputError(_BLANK)
-        return gray
+        return framed
     try:
         return _normalise(gray)
     except cv2.error as exc:
         reason = " ".join(str(getattr(exc, "err", "") or "error").split())
         raise InputError(f"image could not be processed (OpenCV: {reason})") from None
-
-
-def _looks_like_mnist(gray: np.ndarray) -> bool:
-    """A dark image whose 2-pixel frame is (almost) all dark, as every MNIST digit is."""
-    frame = np.ones(gray.shape, bool)
-    frame[2:-2, 2:-2] = False
-    return float(np.mean(gray[frame] < 0.25)) >= 0.9 and float(np.median(gray)) < 0.25
 
 
 def _normalise(gray: np.ndarray) -> np.ndarray:

@@ -21,6 +21,7 @@ def analyze_all(guard: Guard, images: np.ndarray) -> Screening:
         n_distinct=np.concatenate([p.n_distinct for p in parts]),
         agreement=np.concatenate([p.agreement for p in parts]),
         signals={name: np.concatenate([p.signals[name] for p in parts]) for name in parts[0].signals},
+        blank=np.concatenate([p.blank for p in parts if p.blank is not None]) if parts[0].blank is not None else None,
     )
 
 

@@ -77,3 +77,17 @@ def test_alpha_moves_the_threshold(alpha):
 
 def test_verdicts_are_the_documented_four():
     assert VERDICTS == ("clean", "adversarial", "out_of_distribution", "uncertain")
+
+
+@pytest.mark.parametrize("adversarial", [True, False])
+def test_a_kind_rule_names_the_kind_when_a_signal_fired(adversarial):
+    kind = "adversarial" if adversarial else "out_of_distribution"
+    for p_signals in ({"recon_mse": 0.0002, "input_mismatch": 0.004}, {"input_mismatch": 0.003},
+                      {"posterior_spread": 0.001, "low_confidence": 0.002}):
+        verdict, reasons = decide(p_signals, 0.0001, ALPHA, adversarial)
+        assert verdict == kind and reasons == decide(p_signals, 0.0001, ALPHA)[1]
+    # It never overrides clean, nor uncertain (only confidence, or only the combination, fired).
+    assert decide({"recon_mse": 0.001}, 0.02, ALPHA, adversarial) == ("clean", ())
+    assert decide({"low_confidence": 0.002, "recon_mse": QUIET}, 0.005, ALPHA, adversarial) == \
+        ("uncertain", ("low_confidence",))
+    assert decide({"recon_mse": 0.02}, 0.004, ALPHA, adversarial) == ("uncertain", ("combined",))

@@ -195,11 +195,12 @@ def warm_default_cache() -> tuple[dict, str]:
 def staged_screen(guard, images, clock: dict[str, float]):
     """Guard.analyze + Guard.screen, piece by piece as they do it (with the guard's kernel backend), adding each
     stage's seconds to ``clock``."""
+    from edgeguard.contrast import standardize
     from edgeguard.guard import Screening, as_batch, kernel_backend, make_verdicts
 
     kernels, s = kernel_backend(guard.kernels), guard.sessions
     t0 = time.perf_counter()
-    x = as_batch(images)
+    x, blank = standardize(as_batch(images))
     b, k = x.shape[0], guard.k
     image = x.reshape(b, 1, SIDE, SIDE)
     t1 = time.perf_counter()
@@ -214,9 +215,11 @@ def staged_screen(guard, images, clock: dict[str, float]):
     label, confidence, labels, majority, n_distinct, agreement, scores = kernels.score(
         x, logits, recon.reshape(b * k, N_PIXELS), mu, logvar, k)
     screening = Screening(label=label, confidence=confidence, labels=labels, purified_label=majority,
-                          n_distinct=n_distinct, agreement=agreement, signals=dict(zip(kernels.SCORE_NAMES, scores.T)))
+                          n_distinct=n_distinct, agreement=agreement, signals=dict(zip(kernels.SCORE_NAMES, scores.T)),
+                          blank=blank)
     t6 = time.perf_counter()
-    verdicts = make_verdicts(screening, *guard.calibration.p_values(screening.signals, kernels), guard.alpha)
+    verdicts = make_verdicts(screening, *guard.calibration.p_values(screening.signals, kernels), guard.alpha,
+                             kind_rule=guard.bundle.info.kind_rule)
     t7 = time.perf_counter()
     for name, dt in zip(STAGES, np.diff([t0, t1, t2, t3, t4, t5, t6, t7])):
         clock[name] += dt

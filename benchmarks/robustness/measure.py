@@ -25,6 +25,7 @@ from benchmarks.robustness.metrics import ece, fit_temperature, risk_coverage, s
 from edgeguard.calibration import Calibration, decide
 from edgeguard.contract import SIDE
 from edgeguard.guard import Guard, Screening
+from edgeguard.kinds import KindRule
 from edgeguard.normalize import preprocess
 from export.measure import analyze_all
 from train import attacks as A
@@ -94,19 +95,21 @@ class Screened:
         return Screened(sub, {k: v[mask] for k, v in self.p.items()}, self.p_combined[mask], self.verdict[mask])
 
 
-def verdicts(calibration: Calibration, signals: dict[str, np.ndarray], alpha: float = ALPHA):
+def verdicts(calibration: Calibration, signals: dict[str, np.ndarray], alpha: float = ALPHA,
+             kind_rule: KindRule | None = None):
     p, pc = calibration.p_values(signals)
     names = list(p)
+    kinds = kind_rule.adversarial(signals).tolist() if kind_rule is not None else [None] * len(pc)
     out = np.empty(len(pc), dtype=object)
     for i in range(len(pc)):
-        out[i] = decide({n: float(p[n][i]) for n in names}, float(pc[i]), alpha)[0]
+        out[i] = decide({n: float(p[n][i]) for n in names}, float(pc[i]), alpha, kinds[i])[0]
     return p, pc, out.astype(str)
 
 
 def screen(guard: Guard, images: np.ndarray) -> Screened:
     x = np.ascontiguousarray(np.clip(images.reshape(-1, SIDE, SIDE), 0.0, 1.0).astype(np.float32))
     s = analyze_all(guard, x)
-    p, pc, v = verdicts(guard.calibration, s.signals)
+    p, pc, v = verdicts(guard.calibration, s.signals, kind_rule=guard.bundle.info.kind_rule)
     return Screened(s, p, pc, v)
 
 
@@ -143,7 +146,6 @@ def ood_sets(n: int, mnist_test: np.ndarray, seed: int) -> dict[str, np.ndarray]
         "Fashion-MNIST": fashion[:n].astype(np.float32) / 255.0,
         "Gaussian noise": np.clip(rng.normal(*GAUSSIAN_NOISE, (n, SIDE, SIDE)), 0, 1).astype(np.float32),
         "uniform noise": rng.random((n, SIDE, SIDE), dtype=np.float32),
-        "inverted MNIST": 1.0 - mnist_test[-n:].astype(np.float32) / 255.0,
         "letters & symbols": letters,
     }
 

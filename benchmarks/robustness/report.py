@@ -241,12 +241,11 @@ def _ood(r: Results, add) -> None:
     clean_scores = score_table(clean)
     counts = sorted({len(sc.flagged) for sc in ood.values()})
     each = f"{counts[0]:,} images each" if len(counts) == 1 else "images per set: see the last table"
-    n_inverted = len(ood["inverted MNIST"].flagged) if "inverted MNIST" in ood else 0
     mean, sd = GAUSSIAN_NOISE
     add("## Out-of-distribution detection\n")
     add(f"In-distribution: the clean MNIST test images above. OOD sets ({each}): Fashion-MNIST test, Gaussian "
-        f"noise N({mean:g}, {sd:g}^2) clipped to [0,1], uniform noise, inverted MNIST test digits (the last "
-        f"{n_inverted:,} of the test set), and letters/symbols rendered with OpenCV Hershey fonts (random font, size, "
+        f"noise N({mean:g}, {sd:g}^2) clipped to [0,1], uniform noise, and letters/symbols rendered with OpenCV "
+        f"Hershey fonts, which no model was trained on (random font, size, "
         f"stroke, +-{LETTER_ROTATION:g} deg rotation), made MNIST-style by `edgeguard.normalize.preprocess`; "
         f"characters that read as digits are left out ({''.join(sorted(DIGIT_LIKE))}). `max softmax` is the "
         "Hendrycks & Gimpel (2017) baseline (score 1 - max softmax, the same numbers as `low_confidence`).\n")

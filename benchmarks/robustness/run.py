@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     lab.timings["adaptive attack"] = time.perf_counter() - t0
 
     # -- other writers and real inputs (USPS; edgeguard calibrate on one half of it) ------------------
-    RW = real_world.measure(lab, bundle, args.threads)
+    RW = real_world.measure(lab, bundle, args.threads, (data.test_x, data.test_y))
 
     # -- figures and report -------------------------------------------------------------------------
     figures = make_figures(lab, clean, test_x, test_y, attacks, ood, ood_x, fig_dir)
