@@ -220,7 +220,8 @@ def sample_reconstructions(vae: VAE, x: torch.Tensor) -> torch.Tensor:
 
 
 def train_classifier(cfg: TrainConfig, vae: VAE, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator,
-                     oe: Exposure | None, clf: Classifier | None = None, epochs: int | None = None, lr: float = 3e-3,
+                     oe: Exposure | None = None, clf: Classifier | None = None, epochs: int | None = None,
+                     lr: float = 3e-3,
                      teacher: torch.nn.Module | None = None, name: str = "classifier") -> Classifier:
     """Stages 2, 4, 5 and 6: a classifier on augmented clean images and on sampled reconstructions of them.
     With a ``teacher`` (stage 6) the loss is mostly the distillation loss: the KL divergence between the

@@ -174,7 +174,8 @@ def measure(lab: Lab, bundle: Path, threads: int, test: tuple[np.ndarray, np.nda
     log("USPS other half, false alarms at " + ", ".join(
         f"{a}: {held_fitted.flagged(a):.4f} (run's bundle {held_base.flagged(a):.4f})" for a in ALPHAS))
     lab.timings["other writers (USPS, edgeguard calibrate)"] = time.perf_counter() - t0
-    return dict(renderings=renderings, usps=usps, usps_requested=n, usps_total=len(raw_x), usps_dropped=dropped, side=int(raw_x.shape[-1]),
+    return dict(renderings=renderings, usps=usps, usps_requested=n, usps_total=len(raw_x), usps_dropped=dropped,
+                side=int(raw_x.shape[-1]),
                 pooled=len(pool_x), half=half, fit_n=len(fit_x), fit_dropped=fit_dropped, held_dropped=held_dropped,
                 summary=summary.to_dict(), held={"calibrated": held_fitted, "base": held_base}, seed=lab.seed)
 
