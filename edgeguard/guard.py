@@ -244,7 +244,8 @@ def make_verdicts(s: Screening, p_signals: dict[str, np.ndarray], p_combined: np
     """Guard.screen's last step: a Verdict per image from a screening, its calibrated p-values and the bundle's
     kind rule (None: the group rule names the kind)."""
     n = len(s.label)
-    kinds = kind_rule.adversarial(s.signals).tolist() if kind_rule is not None else [None] * n
+    flagged = bool((p_combined < alpha).any())  # the kind rule is only read for flagged images
+    kinds = kind_rule.adversarial(s.signals).tolist() if kind_rule is not None and flagged else [None] * n
     # Python values row by row (tolist() is exact for float32 and far cheaper than per-element float()).
     columns = zip(s.label.tolist(), s.confidence.tolist(), s.purified_label.tolist(), s.n_distinct.tolist(),
                   s.agreement.tolist(), s.labels.tolist(), np.column_stack(list(s.signals.values())).tolist(),

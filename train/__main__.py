@@ -1,4 +1,5 @@
-"""python -m train --out runs/bundle [--quick] [--seed 0] [--data-dir DIR] [--vae-width N] [--encoder-width N]"""
+"""python -m train --out runs/bundle [--quick] [--real-world] [--seed 0] [--data-dir DIR] [--vae-width N]
+[--encoder-width N]"""
 
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vae-width", type=int, default=None, help="the decoder's hidden units (512)")
     parser.add_argument("--encoder-width", type=int, default=None, help="the encoder's second-layer channels (64)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--real-world", action="store_true",
+                        help="capture augmentation (VAE stages 0.4, classifier stages 0.2) and outlier exposure "
+                             "(20,000 generated non-digits) in the VAE stages; see docs/design.md")
     parser.add_argument("--quick", action="store_true", help="a small subset and one epoch each, for tests")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
@@ -30,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {k: v for k, v in {"vae_epochs": args.vae_epochs, "clf_epochs": args.clf_epochs, "beta": args.beta,
                                    "vae_width": args.vae_width, "encoder_width": args.encoder_width}.items()
                  if v is not None}
+    if args.real_world:
+        overrides.update(capture_share=0.4, clf_capture_share=0.2, outliers=20000, teacher_epochs=10)
     cfg = TrainConfig(out=args.out, data_dir=args.data_dir, seed=args.seed, threads=args.threads,
                       quick=args.quick, progress=not args.no_progress, **overrides)
     meta = train(cfg)

@@ -74,6 +74,8 @@ def capture(x: torch.Tensor, gen: torch.Generator, strength: float = 1.0) -> tor
 
 def mixed(x: torch.Tensor, gen: torch.Generator, share: float = 0.5, rest: torch.Tensor | None = None) -> torch.Tensor:
     """``capture`` of a random ``share`` of the batch x; the others are ``rest`` (x itself when None)."""
+    if share <= 0:  # no random draw at all: the generator's stream stays as without capture
+        return x if rest is None else rest
     chosen = torch.rand(x.shape[0], generator=gen) < share
     out = (x if rest is None else rest).clone()
     if chosen.any():
