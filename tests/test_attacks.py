@@ -6,6 +6,7 @@ import torch
 from onnx import TensorProto, helper
 
 from edgeguard import kernels
+from edgeguard.contrast import standardize
 from edgeguard.guard import Guard
 from edgeguard.kernels_numpy import conformal_p
 from train import attacks as A
@@ -77,7 +78,7 @@ def test_detector_signals_match_the_runtime(models, guard, mnist):
     """The adaptive attack's torch signals equal the runtime's when given the runtime's own noise."""
     x = mnist.test_x[:6].astype(np.float32) / 255.0
     s = guard.analyze(x)
-    flat = x.reshape(6, -1)
+    flat = standardize(x.reshape(6, -1))[0]  # the runtime's seeds are drawn from the pixels after the 28x28 rule
     d = guard.manifest["latent_dim"]
     zeros = np.zeros((6, d), np.float32)  # z = mu + exp(logvar / 2) * eps with mu = logvar = 0 is the noise eps
     noise = kernels.sample_latents(zeros, zeros, kernels.image_seeds(flat, guard.seed), guard.k)
@@ -155,3 +156,14 @@ def test_surrogate_threshold_is_the_runtime_flag_threshold(guard):
     below = cal[cal < t]
     if below.size:
         assert conformal_p(cal, below[-1:])[0] >= 0.01
+
+
+def test_torch_standardize_is_the_runtimes(mnist):
+    from edgeguard.contrast import standardize as runtime_standardize
+
+    rng = np.random.default_rng(0)
+    x = mnist.test_x[:20].reshape(20, -1).astype(np.float32) / 255.0
+    x = np.concatenate([x * rng.uniform(0.3, 1, (20, 1)).astype(np.float32), 0.9 - 0.6 * x,
+                        np.zeros((1, 784), np.float32)])
+    ours = A.standardize(torch.from_numpy(x).reshape(-1, 1, 28, 28)).reshape(len(x), -1).numpy()
+    np.testing.assert_allclose(ours, runtime_standardize(x)[0], atol=1e-6)

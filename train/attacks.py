@@ -28,6 +28,8 @@ from scipy.optimize import minimize
 from threadpoolctl import threadpool_limits
 from torch import nn
 
+from edgeguard.contrast import FRAME, MIN_CONTRAST
+
 Progress = Callable[[int], None] | None
 
 
@@ -212,11 +214,27 @@ def flag_threshold(sorted_cal: np.ndarray, alpha: float) -> float:
 CONTINUOUS = ("recon_mse", "recon_mse_min", "kl", "posterior_spread", "low_confidence")
 
 
+def standardize(x: torch.Tensor) -> torch.Tensor:
+    """edgeguard.contrast.standardize in torch, differentiable almost everywhere: x (B,1,28,28) -> the same."""
+    flat = x.reshape(len(x), -1)
+    frame = torch.sort(flat[:, torch.from_numpy(FRAME)], dim=1).values
+    n = frame.shape[1]
+    inverted = frame[:, n // 2] > 0.5
+    background = torch.where(inverted, 1.0 - frame[:, n - 1 - n // 10], frame[:, n // 10])
+    ink = torch.where(inverted[:, None], 1.0 - flat, flat)
+    span = ink.max(1).values - background
+    blank = span < MIN_CONTRAST
+    out = ((ink - background[:, None]) / torch.where(blank, torch.ones_like(span), span)[:, None]).clamp(0.0, 1.0)
+    return torch.where(blank[:, None], flat, out).reshape(x.shape)
+
+
 def detector_signals(encoder, decoder, classifier, x: torch.Tensor, eps: torch.Tensor):
-    """Torch versions of the runtime's signals for x (B,1,28,28) under the M noise draws eps (M, D).
+    """Torch versions of the runtime's signals for x (B,1,28,28) under the M noise draws eps (M, D), after the
+    runtime's 28x28 rule (``standardize``).
 
     Returns (input logits (B,C), recon logits (B,M,C), continuous signals dict).
     """
+    x = standardize(x)
     b, m = len(x), len(eps)
     mu, logvar = encoder(x)
     z = mu[:, None, :] + torch.exp(0.5 * logvar)[:, None, :] * eps[None]
