@@ -273,12 +273,17 @@ def _verdict_kinds(r: Results, add) -> None:
         groups.setdefault(SIGNALS[name][0], []).append(name)
     deployed = "; ".join(f"{group}: {', '.join(names)}" for group, names in groups.items())
     add("## Verdict kinds of flagged images\n")
+    if r.lab.guard.bundle.info.kind_rule is not None:
+        rule = ("when a consistency or reconstruction/latent signal fired (own p-value below alpha), the bundle's "
+                "kind rule (`edgeguard.kinds`, fitted on held-out data) says `adversarial` or `out_of_distribution`; "
+                "`uncertain` when neither group fired (only the confidence signal or the combination)")
+    else:
+        rule = ("`out_of_distribution` when a reconstruction/latent signal fired (own p-value below alpha) with a "
+                "p-value no larger than any fired consistency signal's, `adversarial` when a consistency signal "
+                "fired otherwise, `uncertain` when neither did (only the confidence signal or the combination)")
     add(f"Of the images flagged at alpha={ALPHA} (any verdict other than `clean`), the share given each verdict by "
-        "the runtime's rule (`edgeguard.calibration.decide`): `out_of_distribution` when a reconstruction/latent "
-        "signal fired (own p-value below alpha) with a p-value no larger than any fired consistency signal's, "
-        "`adversarial` when a consistency signal fired otherwise, `uncertain` when neither did (only the "
-        f"confidence signal or the combination). Deployed signals by group: {deployed}. Attacks: successful images "
-        "only; clean: the false alarms.\n")
+        f"the runtime's rule (`edgeguard.calibration.decide`): {rule}. Deployed signals by group: {deployed}. "
+        "Attacks: successful images only; clean: the false alarms.\n")
     rows = [verdict_kind_row("clean test images", "clean", r.clean.verdict)]
     for name, att in r.attacks.items():
         rows.append(verdict_kind_row(name, "attack", att.sc.verdict[att.success]))
