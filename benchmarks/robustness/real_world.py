@@ -251,7 +251,7 @@ def section(r: Results, add) -> None:
     _renderings(r, add)
     lt = letters(r)
     add(f"**Letters and symbols** (the set of \"Out-of-distribution detection\", {lt['n']:,} images; AUROC of the "
-        "combined score against the clean MNIST test images). " + _training_note(r) + "\n")
+        "combined score against the clean MNIST test images). " + _models_note(r) + "\n")
     rows = [["AUROC", lt["auroc"], f">= {TARGET_LETTERS_AUROC:g}", met(lt["auroc"] >= TARGET_LETTERS_AUROC)]]
     rows += [[f"flagged at alpha={a}", lt["flagged"][a], f">= {TARGET_LETTERS_FLAGGED:.0%}" if a == ALPHA else "",
               met(lt["flagged"][a] >= TARGET_LETTERS_FLAGGED) if a == ALPHA else ""] for a in ALPHAS]
@@ -270,7 +270,7 @@ def section(r: Results, add) -> None:
     _usps_halves(r, add)
 
 
-def _training_note(r: Results) -> str:
+def _models_note(r: Results) -> str:
     config = (r.lab.guard.manifest.get("provenance") or {}).get("training_config") or {}
     if config.get("outliers"):
         return ("The bundle's models were trained with outlier exposure on other non-digits: glyphs from matplotlib's "
