@@ -19,14 +19,13 @@ import cv2
 import numpy as np
 
 from edgeguard.contract import SIDE
-from edgeguard.contrast import standardize_image
+from edgeguard.contrast import MIN_CONTRAST, standardize_image
 from edgeguard.decode import load_image, load_images, to_gray01
 from edgeguard.errors import InputError
 
 __all__ = ["preprocess", "load_and_preprocess", "load_and_preprocess_batch"]
 
 _WORK_SIDE = 1024  # larger images are shrunk to this before the digit is looked for
-_MIN_CONTRAST = 0.1  # ink must differ from the background by this much (of the full range)
 _MIN_INK_AREA = 4  # pixels, at working resolution; less is not a digit
 _SPECK_FRACTION = 0.03  # ink blobs smaller than this fraction of the largest are dropped
 _BOX = 20  # MNIST: the digit fits a 20x20 box in a SIDE x SIDE image, its centre of mass at the centre
@@ -87,7 +86,7 @@ def _normalise(gray: np.ndarray) -> np.ndarray:
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
         gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
         height, width = gray.shape
-    if gray.max() - gray.min() < _MIN_CONTRAST:
+    if gray.max() - gray.min() < MIN_CONTRAST:
         raise InputError(_BLANK)
 
     # Threshold (Otsu) a lightly smoothed copy; the side the frame falls on is the background.
@@ -116,7 +115,7 @@ def _normalise(gray: np.ndarray) -> np.ndarray:
     # Grey levels rescaled so the background is 0 and the stroke 1, anti-aliased edges between.
     background = float(np.median(ink[~mask]))
     stroke = float(np.median(ink[mask]))
-    if stroke - background < _MIN_CONTRAST:
+    if stroke - background < MIN_CONTRAST:
         raise InputError(_BLANK)
     support = cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
     level = np.clip((ink - background) / (stroke - background), 0, 1) * support

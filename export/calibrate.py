@@ -53,10 +53,8 @@ def calibrate(bundle_dir: Path, val_x: np.ndarray, test_x: np.ndarray | None = N
         _, p = calibration.p_values(test_signals)
         entry["test_false_alarm_rate"] = false_alarm_rates(p)
         entry["test_images"] = int(len(test_x))
-    if selection is not None and "kinds" in selection:
-        manifest_io.update(bundle_dir, calibration=entry, kind_rule=selection["kinds"]["rule"])
-    else:
-        manifest_io.update(bundle_dir, calibration=entry)
+    kinds = {"kind_rule": selection["kinds"]["rule"]} if selection is not None and "kinds" in selection else {}
+    manifest_io.update(bundle_dir, calibration=entry, **kinds)
     return {k: v for k, v in entry.items() if k not in ("scores", "combined")}
 
 
