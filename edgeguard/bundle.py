@@ -38,6 +38,7 @@ __all__ = ["Bundle", "Manifest", "ModelEntry", "check_manifest", "load_bundle", 
 
 MAX_MODEL_BYTES = 64 * 1024 * 1024
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
+BUNDLE_ID_DIGITS = 12  # hex digits of the manifest's sha256 in a bundle's id (Manifest.bundle_id, Verdict.bundle_id)
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -81,6 +82,12 @@ class Manifest:
     raw: dict[str, Any] = field(repr=False)  # the JSON object as read, unknown fields included
     sha256: str = ""  # of manifest.json as read
     kind_rule: KindRule | None = None  # adversarial or out_of_distribution (edgeguard.kinds); None when absent
+
+    @property
+    def bundle_id(self) -> str | None:
+        """The bundle's short id: the first 12 hex digits of manifest.json's sha256 (which covers every model's
+        digest and the calibration); None for a manifest checked without its digest."""
+        return self.sha256[:BUNDLE_ID_DIGITS] or None
 
     @property
     def calibration(self) -> Calibration | None:

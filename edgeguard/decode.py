@@ -27,7 +27,8 @@ import numpy as np
 from edgeguard.errors import InputError
 from edgeguard.headers import SIZE_READERS, npy_header, png_intact
 
-__all__ = ["MAX_PIXELS", "SUPPORTED_SUFFIXES", "load_image", "load_images", "to_gray01", "check_size", "quiet_opencv"]
+__all__ = ["MAX_PIXELS", "SUPPORTED_SUFFIXES", "decode_image", "load_image", "load_images", "to_gray01", "check_size",
+           "quiet_opencv"]
 
 MAX_PIXELS = 40_000_000
 """Largest image (width x height) accepted; larger ones are refused before decoding."""
@@ -110,6 +111,26 @@ def _os_reason(exc: Exception) -> str:
 
 
 # --------------------------------------------------------------------------- bytes
+
+
+def decode_image(data: bytes | bytearray | memoryview, source: str | None = None) -> np.ndarray:
+    """An image file's bytes (an upload, a message) -> a 2-D gray array, exactly as ``load_image`` reads a file.
+
+    The format is sniffed from the content (PNG, JPEG, BMP, PNM, TIFF or ``.npy``; no suffix needed), the size
+    is read from the header and checked before any decoder runs, and the same byte limit as for files applies.
+    Raises :class:`InputError` (one line, naming ``source`` when given) for anything that cannot be read safely,
+    and TypeError when ``data`` is not bytes."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"data must be the bytes of an image file, got {type(data).__name__}")
+    try:
+        raw = bytes(data)
+        if not raw:
+            raise InputError("empty input (0 bytes)")
+        if len(raw) > _MAX_FILE_BYTES:
+            raise InputError(f"input is too large ({len(raw):,} bytes)")
+        return _decode(raw)
+    except InputError as err:
+        raise (err.with_path(source) if source is not None else err) from None
 
 
 def _decode(data: bytes) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["EdgeGuardError", "InputError", "BundleError", "ProviderError", "CalibrationError"]
+__all__ = ["EdgeGuardError", "InputError", "BundleError", "ProviderError", "ProviderChoiceError", "CalibrationError"]
 
 
 class EdgeGuardError(Exception):
@@ -46,6 +46,11 @@ class BundleError(EdgeGuardError):
 
 class ProviderError(EdgeGuardError, RuntimeError):
     """An onnxruntime execution provider that was asked for is not available."""
+
+
+class ProviderChoiceError(ProviderError, ValueError):
+    """A providers choice that names no execution provider onnxruntime knows (a typo, an empty list): a bad
+    argument, so a ValueError too (``edgeguard`` exits 2 for it, as for any bad option)."""
 
 
 class CalibrationError(EdgeGuardError, ValueError):

@@ -54,6 +54,7 @@ class Verdict:
     verdict: str  # clean, adversarial, out_of_distribution or uncertain
     reasons: tuple[str, ...]  # the signals that fired
     source: str | None = None  # the file it came from, when there was one
+    bundle_id: str | None = None  # the bundle that screened it: a prefix of its manifest's sha256 (`edgeguard info`)
 
     @property
     def flagged(self) -> bool:
@@ -81,29 +82,28 @@ class Screening:
 
 
 def as_batch(images: object) -> np.ndarray:
-    """One image or a batch -> contiguous float32 (B, 784) in [0, 1], or a clear TypeError/ValueError."""
+    """One image or a batch -> contiguous float32 (B, 784) in [0, 1], or a clear TypeError/ValueError.
+
+    uint8 pixels are divided by 255; floats of any precision (float32, float64 such as ``x / 255.0``, float16)
+    must already lie in [0, 1] and are checked before they are rounded to float32."""
     if not isinstance(images, np.ndarray):
-        raise TypeError(f"images must be a numpy array (uint8 or float32), got {type(images).__name__}")
-    if images.dtype == np.uint8:
-        x = images.astype(np.float32) / np.float32(255.0)
-    elif images.dtype == np.float32:
-        x = images
-    else:
-        raise TypeError(f"images must be uint8 (0..255) or float32 (0..1), got dtype {images.dtype}")
+        raise TypeError(f"images must be a numpy array (uint8 or float), got {type(images).__name__}")
+    is_float = np.issubdtype(images.dtype, np.floating)
+    if images.dtype != np.uint8 and not is_float:
+        raise TypeError(f"images must be uint8 (0..255) or float (0..1), got dtype {images.dtype}")
     shape = images.shape
-    if shape == (SIDE, SIDE):
-        x = x.reshape(1, N_PIXELS)
-    elif len(shape) == 3 and shape[1:] == (SIDE, SIDE) or len(shape) == 4 and shape[1:] == (1, SIDE, SIDE):
-        x = x.reshape(shape[0], N_PIXELS)
-    else:
+    if not (shape == (SIDE, SIDE) or len(shape) == 3 and shape[1:] == (SIDE, SIDE)
+            or len(shape) == 4 and shape[1:] == (1, SIDE, SIDE)):
         raise ValueError(f"images must be shaped (28,28), (B,28,28) or (B,1,28,28), got {shape}")
-    if x.dtype == np.float32 and x.size:
-        if not np.isfinite(x).all():
+    if is_float and images.size:
+        if not np.isfinite(images).all():
             raise ValueError("images contain NaN or infinity")
-        lo, hi = float(x.min()), float(x.max())
+        lo, hi = float(images.min()), float(images.max())
         if lo < 0.0 or hi > 1.0:
-            raise ValueError(f"float32 images must lie in [0, 1], got values in [{lo:.3g}, {hi:.3g}]")
-    return np.ascontiguousarray(x, dtype=np.float32)
+            raise ValueError(f"float images must lie in [0, 1], got values in [{lo:.3g}, {hi:.3g}] "
+                             "(divide 0..255 pixels by 255, or pass them as uint8)")
+    x = images.astype(np.float32) / np.float32(255.0) if images.dtype == np.uint8 else images
+    return np.ascontiguousarray(x.reshape(-1, N_PIXELS), dtype=np.float32)
 
 
 class Guard:
@@ -148,8 +148,10 @@ class Guard:
             raise BundleError(f"{loaded.path}: the bundle has no camera calibration; "
                               "run `python -m export.calibrate --only camera` or use the digit calibration")
         chosen = providers_from_choice(providers)
-        strict = isinstance(providers, str) and providers.lower() == "cuda"
-        sessions = {name: create_session(name, data, chosen, threads=threads, strict=strict)
+        key = providers.strip().lower() if isinstance(providers, str) else None
+        fallback = logging.DEBUG if key == "auto" else logging.WARNING  # a warning only when something was asked for
+        sessions = {name: create_session(name, data, chosen, threads=threads, strict=key == "cuda",
+                                         fallback_level=fallback)
                     for name, data in loaded.models.items()}
         return cls(loaded, sessions, k=k or loaded.default_k, seed=seed, alpha=float(alpha),
                    calibration=chosen_calibration, kernels=kernels, calibration_name=calibration)
@@ -158,6 +160,11 @@ class Guard:
     def manifest(self) -> dict[str, Any]:
         """The manifest's JSON object as read (typed: ``bundle.info``)."""
         return self.bundle.manifest
+
+    @property
+    def bundle_id(self) -> str | None:
+        """The bundle's short id (a prefix of its manifest's sha256), as every Verdict of this guard carries it."""
+        return self.bundle.info.bundle_id
 
     @property
     def sessions(self) -> dict[str, ort.InferenceSession]:
@@ -191,7 +198,7 @@ class Guard:
             raise BundleError(f"{self.bundle.path}: the bundle is not calibrated; run `python -m export.calibrate`")
         s = self.analyze(images)
         return make_verdicts(s, *chosen.p_values(s.signals, self._backend), self.alpha, sources,
-                             self.bundle.info.kind_rule)
+                             self.bundle.info.kind_rule, bundle_id=self.bundle_id)
 
     def screen_regions(self, image: np.ndarray, *, max_digits: int = 64, ink: str = "auto",
                        calibration: str | None = None) -> list[FoundDigit]:
@@ -218,6 +225,22 @@ class Guard:
         image = load_and_preprocess(path)
         return self.screen(image, sources=[os.fspath(path)])[0]
 
+    def screen_bytes(self, data: bytes | bytearray | memoryview, source: str | None = None) -> Verdict:
+        """An image file's bytes (an upload: PNG, JPEG, BMP, PNM, TIFF or .npy, sniffed from the content), read
+        by the hardened decoder ``edgeguard detect`` uses for files, made MNIST-style and screened, as
+        ``screen_file`` does a file. ``source`` (a name for the input, say the upload's) is the verdict's
+        ``source`` and is named in any error. Raises :class:`InputError` (one line) for bytes that cannot be
+        read safely or hold no digit, TypeError when ``data`` is not bytes."""
+        from edgeguard.decode import decode_image
+        from edgeguard.normalize import preprocess
+
+        image = decode_image(data, source)
+        try:
+            x = preprocess(image)
+        except InputError as err:
+            raise (err.with_path(source) if source is not None else err) from None
+        return self.screen(x, sources=[source])[0]
+
     def _calibration(self, name: str) -> Calibration:
         if not isinstance(name, str) or name not in CALIBRATIONS:
             raise ValueError(f"calibration must be one of {', '.join(CALIBRATIONS)}, got {name!r}")
@@ -240,9 +263,10 @@ class Guard:
 
 
 def make_verdicts(s: Screening, p_signals: dict[str, np.ndarray], p_combined: np.ndarray, alpha: float,
-                  sources: Sequence[str | None] | None = None, kind_rule: KindRule | None = None) -> list[Verdict]:
+                  sources: Sequence[str | None] | None = None, kind_rule: KindRule | None = None, *,
+                  bundle_id: str | None = None) -> list[Verdict]:
     """Guard.screen's last step: a Verdict per image from a screening, its calibrated p-values and the bundle's
-    kind rule (None: the group rule names the kind)."""
+    kind rule (None: the group rule names the kind); each verdict names the bundle by ``bundle_id``."""
     n = len(s.label)
     flagged = bool((p_combined < alpha).any())  # the kind rule is only read for flagged images
     kinds = kind_rule.adversarial(s.signals).tolist() if kind_rule is not None and flagged else [None] * n
@@ -259,7 +283,7 @@ def make_verdicts(s: Screening, p_signals: dict[str, np.ndarray], p_combined: np
         verdicts.append(Verdict(
             label=label, confidence=confidence, purified_label=purified, n_distinct=n_distinct,
             agreement=agreement, labels=tuple(labels), scores=dict(zip(s.signals, scores)), p_values=ps,
-            p_value=p, verdict=verdict, reasons=reasons, source=source,
+            p_value=p, verdict=verdict, reasons=reasons, source=source, bundle_id=bundle_id,
         ))
     return verdicts
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import onnxruntime as ort
 
-from edgeguard.errors import BundleError, ProviderError
+from edgeguard.errors import BundleError, ProviderChoiceError, ProviderError
 
 log = logging.getLogger(__name__)
 
@@ -25,10 +25,14 @@ def available_providers() -> list[str]:
 
 
 def providers_from_choice(choice: str | Sequence[str]) -> list[str]:
-    """'auto', 'cpu', 'cuda' or an explicit list of onnxruntime provider names -> the list to ask for."""
+    """'auto', 'cpu', 'cuda', onnxruntime provider names (a list, one name, or names separated by commas; 'cpu'
+    and 'cuda' may stand for theirs) -> the list to ask for.
+
+    A name onnxruntime does not know is a bad argument (:class:`ProviderChoiceError`, a ValueError); a known
+    provider that this onnxruntime cannot use is a :class:`ProviderError`."""
     available = available_providers()
     if isinstance(choice, str):
-        key = choice.lower()
+        key = choice.strip().lower()
         if key == "cpu":
             return [CPU]
         if key == "cuda":
@@ -41,16 +45,30 @@ def providers_from_choice(choice: str | Sequence[str]) -> list[str]:
         if key == "auto":
             if CUDA in available:
                 return [CUDA, CPU]
-            log.warning("%s is not available; using the CPU", CUDA)
+            log.debug("%s is not available; using the CPU", CUDA)  # nothing was asked for: no warning
             return [CPU]
-        raise ProviderError(f"unknown providers choice {choice!r}: use one of {', '.join(CHOICES)} or a list")
-    names = list(choice)
+        names: list[object] = [part.strip() for part in choice.split(",") if part.strip()]
+    else:
+        names = list(choice)
     if not names or not all(isinstance(n, str) for n in names):
-        raise ProviderError("an explicit providers list must hold onnxruntime provider names")
-    missing = [n for n in names if n not in available]
+        raise ProviderChoiceError(f"providers must be one of {', '.join(CHOICES)} or onnxruntime provider names "
+                                  f"(such as {CPU}), got {choice!r}")
+    resolved = [_provider_name(str(n)) for n in names]
+    missing = [n for n in resolved if n not in available]
     if missing:
         raise ProviderError(f"provider(s) {', '.join(missing)} not available (available: {', '.join(available)})")
-    return names
+    return list(dict.fromkeys(resolved))
+
+
+def _provider_name(name: str) -> str:
+    """One name of a providers list as onnxruntime spells it ('cpu' and 'cuda' stand for theirs, any case)."""
+    known = {n.lower(): n for n in ort.get_all_providers()}
+    known.update({"cpu": CPU, "cuda": CUDA})
+    found = known.get(name.strip().lower())
+    if found is None:
+        raise ProviderChoiceError(f"unknown execution provider {name!r}: use one of {', '.join(CHOICES)} or "
+                                  f"onnxruntime provider names (available here: {', '.join(available_providers())})")
+    return found
 
 
 def session_options(threads: int = 1) -> ort.SessionOptions:
@@ -64,8 +82,9 @@ def session_options(threads: int = 1) -> ort.SessionOptions:
 
 
 def create_session(name: str, model: bytes, providers: list[str], *, threads: int = 1,
-                   strict: bool = False) -> ort.InferenceSession:
-    """A session for one verified model. ``strict``: refuse a silent fallback away from the first provider."""
+                   strict: bool = False, fallback_level: int = logging.WARNING) -> ort.InferenceSession:
+    """A session for one verified model. ``strict``: refuse a silent fallback away from the first provider;
+    otherwise it is logged at ``fallback_level`` (``providers="auto"``: DEBUG, nothing was asked for)."""
     try:
         session = ort.InferenceSession(model, sess_options=session_options(threads), providers=providers)
     except Exception as e:  # onnxruntime raises its own types (Fail, InvalidGraph, ...)
@@ -76,5 +95,5 @@ def create_session(name: str, model: bytes, providers: list[str], *, threads: in
         message = f"{name}: asked for {providers[0]} but onnxruntime runs it on {', '.join(used)}"
         if strict:
             raise ProviderError(message)
-        log.warning(message)
+        log.log(fallback_level, message)
     return session

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -15,7 +16,7 @@ import pytest
 from edgeguard import Guard, Verdict, sessions
 from edgeguard.bundle import shipped_bundle_path
 from edgeguard.calibration import VERDICTS
-from edgeguard.errors import BundleError, ProviderError
+from edgeguard.errors import BundleError, InputError, ProviderChoiceError, ProviderError
 
 
 def test_accuracy_through_the_runtime_meets_the_targets_and_the_manifest(guard, mnist, test_screening):
@@ -76,12 +77,22 @@ def test_accepted_shapes_and_dtypes_agree(guard, digits, shape):
     image = digits[0]
     as_uint8 = guard.screen(image.reshape(shape))[0]
     as_float = guard.screen((image.astype(np.float32) / 255).reshape(shape))[0]
-    assert as_uint8 == as_float
+    as_float64 = guard.screen((image / 255.0).reshape(shape))[0]  # x / 255.0 is float64
+    assert as_uint8 == as_float == as_float64
+
+
+def test_float64_batches_get_the_uint8_verdicts(guard, mnist):
+    x = mnist.test_x[:32]
+    assert guard.screen(x / 255.0) == guard.screen(x)  # float64(k) / 255 rounds to float32(k) / 255 exactly
+    with pytest.raises(ValueError, match=r"float images must lie in \[0, 1\].*255") as info:
+        guard.screen(x.astype(np.float64))  # 0..255 floats: a clear error, not a silent screening
+    assert "\n" not in str(info.value)
 
 
 @pytest.mark.parametrize("bad, error", [
     ([[0] * 28] * 28, TypeError),
-    (np.zeros((28, 28), np.float64), TypeError),
+    (np.zeros((28, 28), np.complex128), TypeError),
+    (np.zeros((28, 28), np.bool_), TypeError),
     (np.zeros((28, 28), np.int32), TypeError),
     (np.zeros((27, 28), np.uint8), ValueError),
     (np.zeros((2, 3, 28, 28), np.float32), ValueError),
@@ -89,6 +100,8 @@ def test_accepted_shapes_and_dtypes_agree(guard, digits, shape):
     (np.full((28, 28), np.inf, np.float32), ValueError),
     (np.full((28, 28), 2.0, np.float32), ValueError),
     (np.full((28, 28), -0.1, np.float32), ValueError),
+    (np.full((28, 28), 1.0 + 1e-9, np.float64), ValueError),  # checked before rounding to float32 (it would be 1.0)
+    (np.full((28, 28), np.nan, np.float64), ValueError),
 ])
 def test_bad_input_is_refused_clearly(guard, bad, error):
     with pytest.raises(error) as info:
@@ -166,16 +179,19 @@ def test_cuda_requested_but_missing_is_an_error(monkeypatch):
         Guard.load(providers="cuda")
 
 
-def test_auto_falls_back_to_cpu_with_a_warning(monkeypatch, caplog):
+def test_auto_falls_back_to_cpu_quietly(monkeypatch, caplog):
+    """providers="auto" asked for nothing: the CPU fallback is logged at DEBUG, never as a warning."""
     monkeypatch.setattr(sessions.ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
-    with caplog.at_level(logging.WARNING, logger="edgeguard.sessions"):
+    with caplog.at_level(logging.DEBUG, logger="edgeguard.sessions"):
         g = Guard.load(providers="auto")
     assert g.providers == ["CPUExecutionProvider"]
-    assert any("CUDAExecutionProvider" in r.message for r in caplog.records)
+    said = [r for r in caplog.records if "CUDAExecutionProvider" in r.message]
+    assert said and all(r.levelno == logging.DEBUG for r in said)
 
 
 def test_silent_fallback_is_detected(monkeypatch, caplog):
-    """onnxruntime can drop CUDA without an error: the session's real providers are checked."""
+    """onnxruntime can drop CUDA without an error: the session's real providers are checked. Under "auto" the
+    fallback is a DEBUG record; a warning when CUDA was named; an error with providers="cuda"."""
     monkeypatch.setattr(sessions.ort, "get_available_providers",
                         lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     real = sessions.ort.InferenceSession
@@ -184,12 +200,38 @@ def test_silent_fallback_is_detected(monkeypatch, caplog):
         return real(model, sess_options=sess_options, providers=["CPUExecutionProvider"])
 
     monkeypatch.setattr(sessions.ort, "InferenceSession", cpu_only)
-    with caplog.at_level(logging.WARNING, logger="edgeguard.sessions"):
-        g = Guard.load(providers="auto")
-    assert g.providers == ["CPUExecutionProvider"]
-    assert any("runs it on CPUExecutionProvider" in r.message for r in caplog.records)
+    for choice, level in (("auto", logging.DEBUG), (["CUDAExecutionProvider", "CPUExecutionProvider"], logging.WARNING),
+                          ("CUDAExecutionProvider,CPUExecutionProvider", logging.WARNING)):
+        caplog.clear()
+        with caplog.at_level(logging.DEBUG, logger="edgeguard.sessions"):
+            g = Guard.load(providers=choice)
+        assert g.providers == ["CPUExecutionProvider"]
+        said = [r for r in caplog.records if "runs it on CPUExecutionProvider" in r.message]
+        assert said and {r.levelno for r in said} == {level}, choice
     with pytest.raises(ProviderError, match="runs it on"):
         Guard.load(providers="cuda")
+
+
+@pytest.mark.parametrize("choice", ["CPUExecutionProvider", "cpuexecutionprovider", " CPUExecutionProvider ",
+                                    "CPUExecutionProvider,", ["CPUExecutionProvider"], ["cpu"]])
+def test_provider_names_are_accepted_as_given(choice):
+    assert sessions.providers_from_choice(choice) == ["CPUExecutionProvider"]
+
+
+@pytest.mark.parametrize("choice", ["tpu", "", ",", "CPUExecutionProvidr", ["NoSuchExecutionProvider"], [],
+                                    ["auto"], [3]])
+def test_unknown_provider_names_are_bad_arguments(choice):
+    """A name onnxruntime does not know is a bad argument (a ValueError, still a ProviderError), one line."""
+    with pytest.raises(ValueError) as info:
+        sessions.providers_from_choice(choice)
+    assert isinstance(info.value, ProviderChoiceError) and "\n" not in str(info.value)
+
+
+def test_known_but_unavailable_provider_is_not_a_bad_argument(monkeypatch):
+    monkeypatch.setattr(sessions.ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    with pytest.raises(ProviderError) as info:
+        sessions.providers_from_choice("TensorrtExecutionProvider,CPUExecutionProvider")
+    assert not isinstance(info.value, ValueError) and "TensorrtExecutionProvider" in str(info.value)
 
 
 # -- bundles ----------------------------------------------------------------------------------------
@@ -359,3 +401,72 @@ def test_malformed_camera_calibration_is_refused(bundle_copy, edit, fragment):
     assert "camera_calibration" in message and fragment in message and "\n" not in message
     with pytest.raises(BundleError):
         Guard.load(bundle_copy, providers="cpu")  # the digit calibration does not make it loadable
+
+
+# -- the service API: bytes in, the bundle named in every verdict ----------------------------------------------
+
+def test_every_verdict_names_its_bundle(guard, digits, bundle_copy):
+    import hashlib
+
+    digest = hashlib.sha256((shipped_bundle_path() / "manifest.json").read_bytes()).hexdigest()
+    assert guard.bundle_id == digest[:12] == guard.bundle.info.bundle_id
+    for v in guard.screen(digits[:3]) + [guard.screen_file(shipped_bundle_path().parents[1] / "examples" /
+                                                           "digit_7.png")]:
+        assert v.bundle_id == digest[:12] and v.to_dict()["bundle_id"] == digest[:12]
+        assert json.loads(json.dumps(v.to_dict()))["bundle_id"] == digest[:12]
+    # another bundle (here: the same models, another manifest) has another id
+    manifest = json.loads((bundle_copy / "manifest.json").read_text())
+    manifest["name"] = "a copy"
+    (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+    other = Guard.load(bundle_copy, providers="cpu", kernels="numpy")
+    assert other.bundle_id != guard.bundle_id and other.screen(digits[0])[0].bundle_id == other.bundle_id
+
+
+EXAMPLES = shipped_bundle_path().parents[1] / "examples"
+
+
+def test_screen_bytes_matches_screen_file(guard, tmp_path):
+    import cv2
+
+    for name in ("digit_7.png", "photo_digit_3.jpg", "not_a_digit_boot.png", "adversarial_from_9.png"):
+        path = EXAMPLES / name
+        from_bytes = guard.screen_bytes(path.read_bytes(), source=name)
+        assert from_bytes == dataclasses.replace(guard.screen_file(path), source=name)
+    image = cv2.imread(str(EXAMPLES / "digit_7.png"), cv2.IMREAD_GRAYSCALE)
+    for suffix in (".bmp", ".tif", ".pgm"):  # sniffed from the content: no suffix needed
+        ok, encoded = cv2.imencode(suffix, image)
+        assert ok
+        assert guard.screen_bytes(encoded.tobytes()).to_dict() == {
+            **guard.screen(image)[0].to_dict(), "source": None}
+    assert guard.screen_bytes(bytearray((EXAMPLES / "digit_7.png").read_bytes())).label == 7
+    assert guard.screen_bytes(memoryview((EXAMPLES / "digit_7.png").read_bytes())).label == 7
+
+
+@pytest.mark.parametrize("data, fragment", [
+    (b"", "empty input"),
+    (b"hello, world", "not a supported image file"),
+    (b"GIF89a" + bytes(20), "GIF is not supported"),
+    ((EXAMPLES / "digit_7.png").read_bytes()[:60], "truncated or corrupt PNG"),
+    ((EXAMPLES / "photo_digit_3.jpg").read_bytes()[:300], "JPEG"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x01\x00\x00\x00\x01\x00\x00\x08\x00\x00\x00\x00" + bytes(40),
+     "too large"),  # a header claiming 65536 x 65536: refused before any decoder runs
+])
+def test_screen_bytes_refuses_what_detect_refuses(guard, data, fragment):
+    with pytest.raises(InputError) as info:
+        guard.screen_bytes(data, source="upload-1")
+    text = str(info.value)
+    assert fragment in text and text.startswith("upload-1: ") and "\n" not in text
+    with pytest.raises(InputError) as info:
+        guard.screen_bytes(data)  # no source: the reason alone
+    assert fragment in str(info.value) and not str(info.value).startswith("upload-1")
+
+
+def test_screen_bytes_refuses_a_blank_image_and_non_bytes(guard):
+    import cv2
+
+    ok, blank = cv2.imencode(".png", np.full((40, 60), 255, np.uint8))
+    with pytest.raises(InputError, match="upload: .*blank"):
+        guard.screen_bytes(blank.tobytes(), source="upload")
+    for bad in ("digit.png", EXAMPLES / "digit_7.png", np.zeros((28, 28), np.uint8)):
+        with pytest.raises(TypeError, match="bytes"):
+            guard.screen_bytes(bad)  # type: ignore[arg-type]
