@@ -4,7 +4,8 @@ Results go to stdout; progress, warnings and errors go to stderr. Exit codes:
 0 every input was screened; 1 with `--fail-on flagged`, when a digit was flagged (or an image's digits could
 not be separated, edgeguard.sheet);
 2 an input could not be read (the others are still screened and reported) or a bad option;
-3 the model bundle or the execution provider could not be loaded.
+3 the model bundle or the execution provider could not be loaded (a provider name onnxruntime does not know is a
+bad option: 2). A reader that goes away (``| head -1``) ends the command quietly with 0.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import os
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -31,10 +32,33 @@ if TYPE_CHECKING:  # imported where used: `edgeguard --version` loads no models
     from edgeguard.guard import Guard
     from edgeguard.webcam import FrameResult
 
+
+class QuietConsole(Console):
+    """A rich Console that ends the command quietly, with exit 0, when its reader goes away
+    (``edgeguard detect ... --json | head -1``): rich's own handler exits 1, the code of ``--fail-on flagged``."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        _silence(self.file)
+        raise SystemExit(0)
+
+
+def _silence(stream: IO[str]) -> None:
+    """Point ``stream``'s file descriptor at /dev/null, so that what is still buffered (and the interpreter's
+    flush at exit) goes nowhere instead of raising BrokenPipeError again."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (typer's CliRunner): nothing to redirect
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="EdgeGuard: should you trust a classifier's answer on this digit image?")
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = QuietConsole(highlight=False, soft_wrap=True)
+err = QuietConsole(stderr=True, highlight=False, soft_wrap=True)
 
 EXIT_FLAGGED, EXIT_INPUT, EXIT_BUNDLE = 1, 2, 3
 BATCH = 256
@@ -43,6 +67,7 @@ BATCH = 256
 #: few hundred images (benchmarks/latency.py, cold start and kernel sections).
 NUMBA_MIN_IMAGES = 1024
 GLOB_CHARS = set("*?[")
+PROVIDERS_HELP = "auto, cpu, cuda, or onnxruntime provider names, comma-separated (CPUExecutionProvider)."
 
 
 class Kernels(str, Enum):
@@ -69,7 +94,7 @@ class DigitsMode(str, Enum):
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"edgeguard {__version__}")
+        out.print(f"edgeguard {__version__}", markup=False)
         raise typer.Exit()
 
 
@@ -92,13 +117,12 @@ def load_guard(bundle: Path | None, providers: str, k: int | None = None, seed: 
     from edgeguard.errors import EdgeGuardError
     from edgeguard.guard import Guard
 
-    choice: str | list[str] = providers if "," not in providers else [p.strip() for p in providers.split(",")]
     try:
-        return Guard.load(bundle, providers=choice, k=k, seed=seed, alpha=alpha, threads=threads, kernels=kernels,
+        return Guard.load(bundle, providers=providers, k=k, seed=seed, alpha=alpha, threads=threads, kernels=kernels,
                           calibration=calibration)
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError) as e:  # ProviderChoiceError too: a bad option
         raise fail(str(e), EXIT_INPUT) from None
-    except EdgeGuardError as e:
+    except EdgeGuardError as e:  # BundleError, ProviderError
         raise fail(str(e), EXIT_BUNDLE) from None
 
 
@@ -158,7 +182,7 @@ def detect(
     k: int | None = typer.Option(None, "--k", min=1, max=MAX_K, help="Samples per image (default: the bundle's)."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the latent sampling."),
     alpha: float = typer.Option(0.01, "--alpha", min=1e-6, max=0.5, help="False-alarm rate on clean digits."),
-    providers: str = typer.Option("auto", "--providers", help="auto, cpu, cuda, or a comma-separated list."),
+    providers: str = typer.Option("auto", "--providers", help=PROVIDERS_HELP),
     bundle: Path | None = typer.Option(None, "--bundle", help="Model bundle folder (default: the shipped one)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per digit (per image of one digit)."),
     fail_on: FailOn = typer.Option(FailOn.never, "--fail-on",
@@ -166,6 +190,8 @@ def detect(
                                         "separated."),
     kernels: Kernels = typer.Option(Kernels.auto, "--kernels",
                                     help=f"numba, numpy, or auto: numba from {NUMBA_MIN_IMAGES} images on."),
+    wide: bool = typer.Option(False, "--wide", help="Show the table's every column and full paths, however wide "
+                                                    "(a terminal otherwise gets a table that fits its width)."),
     digits: DigitsMode = typer.Option(DigitsMode.auto, "--digits",
                                       help="one: one verdict per image; all: one per digit found; auto: one per digit "
                                            "when an image holds several, else one (docs/pages.md)."),
@@ -186,7 +212,7 @@ def detect(
     if guard.calibration is None:
         raise fail(f"{guard.bundle.path}: the bundle is not calibrated; run `python -m export.calibrate`",
                    EXIT_BUNDLE)
-    results = run_detect(guard, files, problems, digits=digits.value, as_json=as_json)
+    results = run_detect(guard, files, problems, digits=digits.value, as_json=as_json, wide=wide)
     if problems:
         raise typer.Exit(EXIT_INPUT)
     if fail_on is FailOn.flagged and any(r.flagged for r in results):
@@ -196,10 +222,11 @@ def detect(
 @app.command()
 def info(
     bundle: Path | None = typer.Option(None, "--bundle", help="Model bundle folder (default: the shipped one)."),
-    providers: str = typer.Option("auto", "--providers", help="auto, cpu, cuda, or a comma-separated list."),
+    providers: str = typer.Option("auto", "--providers", help=PROVIDERS_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
-    """Show the bundle, its metrics, the execution providers and versions."""
+    """Show the bundle (its name, id and date), its measured metrics and robustness figures, the execution
+    providers and versions."""
     import numba
     import numpy
     import onnxruntime
@@ -209,9 +236,13 @@ def info(
 
     guard = load_guard(bundle, providers)
     m = guard.bundle.info
+    robustness = robustness_summary(m.raw.get("robustness"))
     summary = {
         "edgeguard": __version__,
         "bundle": str(guard.bundle.path),
+        "name": m.name,
+        "bundle_id": m.bundle_id,
+        "created": m.created,
         "manifest_sha256": m.sha256,
         "format_version": m.format_version,
         "latent_dim": m.latent_dim,
@@ -219,6 +250,7 @@ def info(
         "metrics": m.metrics,
         "calibration": _calibration_summary(m.calibration) or dict.fromkeys(("signals", "n", "test_false_alarm_rate")),
         "camera_calibration": _calibration_summary(m.camera_calibration),
+        "robustness": robustness,
         "providers_available": available_providers(),
         "providers_in_use": guard.providers,
         "versions": {"onnxruntime": onnxruntime.__version__, "numba": numba.__version__, "numpy": numpy.__version__,
@@ -228,8 +260,61 @@ def info(
         out.print(json.dumps(summary, indent=1), markup=False)
         return
     for key, value in summary.items():
+        if key == "robustness":
+            for line in describe_robustness(robustness):
+                out.print(escape(line) if line.startswith(" ") else f"[bold]{escape(line)}[/]")
+            continue
         text = json.dumps(value) if isinstance(value, (dict, list)) else str(value)
         out.print(f"[bold]{key}[/]: {escape(text)}")
+
+
+#: The robustness figures `edgeguard info` shows, as `python -m benchmarks.robustness` wrote them into the
+#: manifest: key -> (what it is, how to print a value). Keys absent from a manifest are left out.
+ROBUSTNESS_FIGURES: dict[str, tuple[str, str]] = {
+    "clean_false_alarm_rate": ("clean MNIST test digits flagged", "pct"),
+    "detection_rate": ("successful attacks detected", "pct"),
+    "defended_accuracy": ("defended accuracy (flagged or purified label right)", "pct"),
+    "ood_auroc": ("out-of-distribution AUROC", "auroc"),
+    "adaptive_success_rate": ("adaptive attacker (knows the guard) passes as clean with a wrong label", "pct"),
+    "usps_accuracy": ("USPS digits (other writers) read right", "pct"),
+    "usps_flagged": ("USPS digits flagged", "pct"),
+    "letters_flagged": ("letters and symbols flagged", "pct"),
+    "kind_right_attacks": ("flagged attacks called adversarial", "pct"),
+    "kind_right_ood": ("flagged non-digits called out_of_distribution", "pct"),
+}
+
+
+def robustness_summary(robustness: object) -> dict[str, Any] | None:
+    """The manifest's ``robustness`` entry (written by ``python -m benchmarks.robustness``) cut to the figures
+    the README's headline quotes, with when and how they were measured; None when the bundle has none."""
+    if not isinstance(robustness, dict):
+        return None
+    summary: dict[str, Any] = {key: robustness.get(key) for key in ("generated_by", "created", "alpha")}
+    for key in ROBUSTNESS_FIGURES:
+        value = robustness.get(key)
+        if isinstance(value, dict):
+            value = {str(k): v for k, v in value.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        elif not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue
+        summary[key] = value
+    return summary
+
+
+def describe_robustness(summary: dict[str, Any] | None) -> list[str]:
+    """``robustness_summary`` as lines for `edgeguard info`: a heading, then one indented line per figure."""
+    if summary is None:
+        return ["robustness: not measured for this bundle (python -m benchmarks.robustness)"]
+    how = ", ".join(str(summary[k]) if k != "alpha" else f"alpha {summary[k]}"
+                    for k in ("generated_by", "created", "alpha") if summary.get(k) is not None)
+    lines = [f"robustness ({how}):" if how else "robustness:"]
+    for key, (what, form) in ROBUSTNESS_FIGURES.items():
+        if key not in summary:
+            continue
+        value = summary[key]
+        show = (lambda v: f"{100 * v:.1f}%") if form == "pct" else (lambda v: f"{v:.4f}")
+        text = ", ".join(f"{k} {show(v)}" for k, v in value.items()) if isinstance(value, dict) else show(value)
+        lines.append(f"  {what}: {text}")
+    return lines
 
 
 def _calibration_summary(calibration: Calibration | None) -> dict[str, Any] | None:
@@ -253,7 +338,7 @@ def webcam(
                                     "default: camera when the bundle has that calibration, else digits."),
     k: int | None = typer.Option(None, "--k", min=1, max=MAX_K, help="Samples per digit (default: the bundle's)."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the latent sampling."),
-    providers: str = typer.Option("auto", "--providers", help="auto, cpu, cuda, or a comma-separated list."),
+    providers: str = typer.Option("auto", "--providers", help=PROVIDERS_HELP),
     bundle: Path | None = typer.Option(None, "--bundle", help="Model bundle folder (default: the shipped one)."),
 ) -> None:
     """Screen the digits seen by a camera, in a video file or a stream, live: a box per digit, coloured by verdict.
@@ -283,7 +368,10 @@ def webcam(
             out.print(f"frame {result.index} ({result.time_s:.2f} s): {digits}", markup=False)
         else:
             return
-        out.file.flush()
+        try:
+            out.file.flush()
+        except BrokenPipeError:
+            out.on_broken_pipe()
 
     try:
         summary = cam.run(guard, source, display=display, record=record, max_digits=max_digits, every=every,
@@ -307,7 +395,7 @@ def calibrate(
                                                               "(default: folder names 0-9, when every image has one)."),
     k: int | None = typer.Option(None, "--k", min=1, max=MAX_K, help="Samples per image (default: the bundle's)."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the latent sampling."),
-    providers: str = typer.Option("auto", "--providers", help="auto, cpu, cuda, or a comma-separated list."),
+    providers: str = typer.Option("auto", "--providers", help=PROVIDERS_HELP),
     kernels: Kernels = typer.Option(Kernels.auto, "--kernels",
                                     help=f"numba, numpy, or auto: numba from {NUMBA_MIN_IMAGES} images on."),
     force: bool = typer.Option(False, "--force", help="Replace the bundle already in --out."),

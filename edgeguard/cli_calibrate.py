@@ -51,13 +51,12 @@ def run_calibrate(paths: list[str], out_dir: Path, *, bundle: Path | None, alpha
         raise fail(str(e), EXIT_INPUT) from None
     if kernels == "auto":
         kernels = "numba" if len(sources) >= NUMBA_MIN_IMAGES else "numpy"
-    choice: str | list[str] = providers if "," not in providers else [p.strip() for p in providers.split(",")]
     with _progress(len(sources)) as progress:
         task = progress.add_task("screen", total=len(sources))
         try:
             summary = calibrate_bundle(
                 np.concatenate(images), out_dir, base=bundle, labels=truth, alpha=alpha, inputs=paths, k=k, seed=seed,
-                providers=choice, kernels=kernels, force=force, on_progress=lambda m: progress.advance(task, m))
+                providers=providers, kernels=kernels, force=force, on_progress=lambda m: progress.advance(task, m))
         except (TypeError, ValueError) as e:  # CalibrationError and InputError too: exit 2
             raise fail(str(e), EXIT_INPUT) from None
         except EdgeGuardError as e:  # BundleError, ProviderError

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -185,3 +186,197 @@ def test_console_script_and_module_entry_points():
         if cmd:
             out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
             assert out.returncode == 0 and out.stdout.strip() == f"edgeguard {__version__}"
+
+
+# -- the results table: fits a terminal, --wide or a pipe shows everything --------------------------------------
+
+def terminal(monkeypatch, width: int):
+    """Make `detect` print as to a terminal of ``width`` columns (no colour codes, so cells can be counted)."""
+    from edgeguard import cli
+
+    console = cli.QuietConsole(width=width, force_terminal=True, color_system=None, highlight=False, soft_wrap=True)
+    monkeypatch.setattr(cli, "out", console)
+
+
+def sheet_of_examples(path: Path) -> Path:
+    """Four example digits written dark on light, side by side: an image of several digits."""
+    canvas = np.full((120, 400), 255, np.uint8)
+    for i, name in enumerate(("digit_0", "digit_1", "digit_2", "digit_4")):
+        digit = cv2.resize(255 - cv2.imread(str(EXAMPLES / f"{name}.png"), cv2.IMREAD_GRAYSCALE), (56, 56))
+        canvas[30:86, 40 + 90 * i : 96 + 90 * i] = digit
+    cv2.imwrite(str(path), canvas)
+    return path
+
+
+@pytest.fixture
+def long_inputs(tmp_path):
+    """The flagged examples and a sheet under a long folder path, and one clean example."""
+    folder = tmp_path / "scans_received_from_the_regional_office_in_november" / "batch_0042_second_pass"
+    folder.mkdir(parents=True)
+    for name in ("adversarial_from_9.png", "not_a_digit_boot.png", "digit_7.png"):
+        shutil.copy(EXAMPLES / name, folder / f"customer_form_field_{name}")
+    sheet_of_examples(folder / "customer_form_zip_code_sheet.png")
+    return sorted(folder.iterdir())
+
+
+def test_table_fits_an_80_column_terminal(long_inputs, monkeypatch):
+    from rich.cells import cell_len
+
+    verdicts = json_lines(run("detect", *long_inputs, "--json").stdout)
+    reasons = {r for v in verdicts for r in v["reasons"]}
+    assert {"adversarial", "out_of_distribution"} <= {v["verdict"] for v in verdicts} and reasons
+    assert len({v["source"] for v in verdicts if v["status"] == "digits"}) == 1  # the sheet: several digits
+    terminal(monkeypatch, 80)
+    result = run("detect", *long_inputs)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert max(cell_len(line) for line in lines) <= 80, result.stdout
+    assert str(long_inputs[0].parent) not in result.stdout  # the paths are shortened...
+    starts = [line for line in lines if line.startswith(str(long_inputs[0])[:3])]
+    assert len(starts) == len(long_inputs) and all("…" in line for line in starts)  # ...in the middle
+    words = result.stdout.split()
+    for reason in reasons:  # each reason whole, never cut across lines
+        assert reason in words, (reason, result.stdout)
+    for verdict in ("adversarial", "out_of_distribution", "clean"):
+        assert verdict in words
+    assert "reads" in words and "0124" in words  # the sheet's reading
+    for header in ("input", "label", "purified", "p-value", "verdict", "reasons"):
+        assert header in lines[0].split()
+
+
+def test_table_uses_a_wider_terminal_and_wide_shows_everything(long_inputs, monkeypatch):
+    from rich.cells import cell_len
+
+    terminal(monkeypatch, 120)
+    result = run("detect", *long_inputs)
+    assert max(cell_len(line) for line in result.stdout.splitlines()) <= 120
+    assert {"conf", "distinct"} <= set(result.stdout.splitlines()[0].split())  # room for more columns
+    wide = run("detect", *long_inputs, "--wide")
+    assert wide.exit_code == 0
+    header = wide.stdout.splitlines()[0].split()
+    assert header == ["input", "#", "box", "label", "conf", "purified", "distinct", "p-value", "verdict", "reasons"]
+    for path in long_inputs:
+        assert str(path) in wide.stdout and "…" not in wide.stdout
+    for v in json_lines(run("detect", *long_inputs, "--json").stdout):
+        assert ", ".join(v["reasons"]) in wide.stdout  # on one line
+
+
+def test_piped_table_is_printed_in_full(long_inputs):
+    result = run("detect", *long_inputs)  # CliRunner: not a terminal
+    assert result.exit_code == 0 and "…" not in result.stdout
+    for path in long_inputs:
+        assert str(path) in result.stdout
+
+
+@pytest.mark.parametrize("text, width", [
+    ("/data/scans/2026/november/batch_0042/customer_form_0042.png", 30),
+    ("/data/scans/2026/november/batch_0042/customer_form_0042.png", 12),
+    ("a_single_very_long_file_name_without_folders.png", 20),
+    ("/data/数字/写真/とても長いフォルダ名/七.png", 15),
+    ("short.png", 40), ("abc", 1), ("abcdef", 2),
+])
+def test_shorten_middle(text, width):
+    from rich.cells import cell_len
+
+    from edgeguard.cli_detect import shorten_middle
+
+    short = shorten_middle(text, width)
+    assert cell_len(short) <= width
+    if cell_len(text) <= width:
+        assert short == text
+        return
+    head, _, tail = short.partition("…")
+    assert "…" in short and text.startswith(head) and text.endswith(tail)
+    name = text[text.rfind("/"):]
+    if cell_len(name) + 4 <= width:
+        assert short.endswith(name) and head  # the whole file name, and where it is from
+
+
+# -- a reader that goes away: quiet, exit 0 ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args", [
+    ["detect", str(EXAMPLES), "--json"],
+    ["detect", str(EXAMPLES), "--json", "--fail-on", "flagged"],  # exit 0, not the 1 of a flagged digit
+    ["detect", str(EXAMPLES)],
+    ["info"],
+    ["--version"],
+])
+def test_closed_stdout_ends_quietly_with_exit_0(args):
+    """`edgeguard ... | head -1` where the reader is gone before anything is written."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "edgeguard", *args], stdout=write, stderr=subprocess.PIPE,
+                              text=True, timeout=120)
+    finally:
+        os.close(write)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+
+
+def test_reader_that_stops_after_one_line_ends_it_quietly():
+    """`edgeguard detect ... --json | head -1`: more output than a pipe holds, the reader reads a line and goes."""
+    files = [str(EXAMPLES / "digit_7.png")] * 300  # about 200 KB of JSON lines; a pipe holds 64 KB
+    proc = subprocess.Popen([sys.executable, "-m", "edgeguard", "detect", *files, "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0 and err == "", err
+    assert json.loads(first)["label"] == 7
+
+
+# -- providers ---------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("choice", ["CPUExecutionProvider", "cpuexecutionprovider", "CPUExecutionProvider,", "cpu"])
+def test_provider_names_are_accepted_as_given(choice):
+    result = run("detect", EXAMPLES / "digit_7.png", "--json", "--providers", choice)
+    assert result.exit_code == 0, result.output
+    assert json_lines(result.stdout)[0]["label"] == 7
+
+
+@pytest.mark.parametrize("command", ["detect", "info"])
+@pytest.mark.parametrize("choice", ["tpu", "CPUExecutionProvidr", ",", "auto,cpu"])
+def test_bad_provider_choice_is_a_bad_option(command, choice):
+    args = [command, EXAMPLES / "digit_7.png"] if command == "detect" else [command]
+    result = run(*args, "--providers", choice)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1 and result.stdout == ""
+
+
+# -- info: the bundle's name, id and date, and its robustness figures ----------------------------------------------
+
+def test_info_names_the_bundle_and_shows_its_robustness():
+    import hashlib
+
+    raw = (shipped_bundle_path() / "manifest.json").read_bytes()
+    manifest = json.loads(raw)
+    summary = json.loads(run("info", "--json").stdout)
+    assert (summary["name"], summary["created"]) == (manifest["name"], manifest["created"])
+    assert summary["bundle_id"] == hashlib.sha256(raw).hexdigest()[:12] == summary["manifest_sha256"][:12]
+    robustness, measured = summary["robustness"], manifest["robustness"]
+    assert robustness["created"] == measured["created"] and robustness["alpha"] == measured["alpha"]
+    for key in ("detection_rate", "defended_accuracy", "ood_auroc", "adaptive_success_rate"):
+        assert robustness[key] == measured[key]  # as measured, nothing typed in
+    text = run("info").stdout
+    for line in (f"name: {manifest['name']}", f"bundle_id: {summary['bundle_id']}", f"created: {manifest['created']}",
+                 f"Fashion-MNIST {measured['ood_auroc']['Fashion-MNIST']:.4f}",
+                 f"FGSM eps=0.1 {100 * measured['detection_rate']['FGSM eps=0.1']:.1f}%",
+                 f"EOT-PGD eps=0.3 {100 * measured['adaptive_success_rate']['EOT-PGD eps=0.3']:.1f}%",
+                 f"robustness (python -m benchmarks.robustness, {measured['created']}"):
+        assert line in text, line
+    # a verdict names the bundle that `info` describes
+    verdict = json_lines(run("detect", EXAMPLES / "digit_7.png", "--json").stdout)[0]
+    assert verdict["bundle_id"] == summary["bundle_id"]
+
+
+def test_info_of_a_bundle_without_robustness_figures(tmp_path):
+    root = tmp_path / "bundle"
+    shutil.copytree(shipped_bundle_path(), root)
+    manifest = json.loads((root / "manifest.json").read_text())
+    del manifest["robustness"], manifest["name"]
+    manifest["robustness_note"] = "unknown fields are allowed"
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    summary = json.loads(run("info", "--json", "--bundle", root).stdout)
+    assert summary["robustness"] is None and summary["name"] is None
+    text = run("info", "--bundle", root).stdout
+    assert "robustness: not measured" in text and "detected" not in text
