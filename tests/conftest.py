@@ -53,6 +53,25 @@ def mnist():
         pytest.skip(f"MNIST not available: {e}")
 
 
+def mnist_on_disk():
+    """The folder MNIST lies in on this machine (``train.data.find_mnist``: --data-dir, $EDGEGUARD_DATA,
+    ../shared/data/mnist or the cache), or a skip: for tests that run a benchmark as another process, which the
+    patch of ``_never_download`` does not reach, so that process would download MNIST where it is missing. The
+    reason names MNIST, so in CI (CI=true) the skip is a failure, as for every test whose data is missing."""
+    from train.data import find_mnist
+
+    try:
+        return find_mnist(download=False)
+    except FileNotFoundError as e:
+        pytest.skip(f"MNIST not available locally, and the benchmark process would download it: {e}")
+
+
+@pytest.fixture(scope="session")
+def mnist_files():
+    """``mnist_on_disk()`` as a fixture: request it in a test (or a fixture) that runs a benchmark process."""
+    return mnist_on_disk()
+
+
 @pytest.fixture(scope="session")
 def guard():
     from edgeguard import Guard

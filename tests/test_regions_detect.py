@@ -260,8 +260,9 @@ def test_match_counts_merged_and_split_digits():
 
 
 @pytest.mark.slow
-def test_quick_pages_benchmark(tmp_path):
-    """A real quick run (a few pages of each kind, seconds), as a process: it pins itself to one core."""
+def test_quick_pages_benchmark(tmp_path, mnist_files):
+    """A real quick run (a few pages of each kind, seconds), as a process: it pins itself to one core.
+    ``mnist_files``: skip where MNIST is not on disk (the benchmark process would download it)."""
     out = tmp_path / "pages.md"
     proc = subprocess.run([sys.executable, "-m", "benchmarks.pages", "--quick", "--json", "--out", str(out)], cwd=ROOT,
                           capture_output=True, text=True, timeout=600)

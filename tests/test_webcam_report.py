@@ -23,8 +23,9 @@ PERCENT = re.compile(r"^-?\d+(\.\d+)?%$")
 
 
 @pytest.fixture(scope="module")
-def quick(tmp_path_factory):
-    """One real quick run (two seeds, one scene per accuracy video; well under a minute), shared by the tests."""
+def quick(tmp_path_factory, mnist_files):
+    """One real quick run (two seeds, one scene per accuracy video; well under a minute), shared by the tests.
+    ``mnist_files``: skip where MNIST is not on disk (the benchmark process would download it)."""
     out = tmp_path_factory.mktemp("webcam") / "webcam.md"
     args = ["--quick", "--json", "--accuracy", "--alphas", ",".join(ALPHAS), "--scenes", "1",
             "--seeds", ",".join(map(str, SEEDS)), "--out", str(out)]
