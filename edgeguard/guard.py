@@ -128,6 +128,9 @@ class Guard:
              kernels: str = "numba", calibration: str = "digits") -> Guard:
         """Loads and verifies a bundle (None: the shipped one) and creates its onnxruntime sessions.
 
+        ``providers``: "auto" (CUDA when this onnxruntime has it, else the CPU, logged at DEBUG), "cpu", "cuda"
+        (a ProviderError without it), or onnxruntime provider names: a list, or one string, comma-separated for
+        several ("CPUExecutionProvider"). A name onnxruntime does not know is a ProviderChoiceError (a ValueError).
         ``kernels``: "numba" (compiled kernels; fastest per call, about a second to import) or "numpy"
         (the NumPy twins; same results, for one-shot processes such as ``edgeguard detect``).
         ``calibration``: which clean scores the p-values are calibrated on: "digits" (the held-out
@@ -191,8 +194,9 @@ class Guard:
 
     def screen(self, images: np.ndarray, *, sources: Sequence[str | None] | None = None,
                calibration: str | None = None) -> list[Verdict]:
-        """Screens one image or a batch: a Verdict per image. ``calibration``: another of the bundle's
-        calibrations ("digits", "camera") for this call; None: the guard's own."""
+        """Screens one image or a batch (uint8, or floats in [0, 1]; ``as_batch``): a Verdict per image.
+        ``calibration``: another of the bundle's calibrations ("digits", "camera") for this call; None: the
+        guard's own."""
         chosen = self.calibration if calibration is None else self._calibration(calibration)
         if chosen is None:
             raise BundleError(f"{self.bundle.path}: the bundle is not calibrated; run `python -m export.calibrate`")
