@@ -75,8 +75,9 @@ def _prepare(file: str, digits: str) -> Prepared:
 
 
 #: Columns of the results table, in order. Fitted to a terminal's width, ``input``, ``label``, ``purified``,
-#: ``p-value``, ``verdict`` and ``reasons`` are always shown (``#`` too when an image holds several digits), and
-#: the others in this order while they fit: ``OPTIONAL``.
+#: ``p-value``, ``verdict`` and ``reasons`` are always shown, and the others in this order while they fit:
+#: ``OPTIONAL`` (``box`` only when an image holds several digits); a digit's place in reading order, ``#``, is then
+#: written in the input column, under its image's row (``  #0``).
 COLUMNS = ("input", "#", "box", "label", "conf", "purified", "distinct", "p-value", "verdict", "reasons")
 OPTIONAL = ("conf", "distinct", "box")
 GAP = 2  # cells between two columns
@@ -97,6 +98,7 @@ def table(results: Sequence[ImageResult], width: int | None = None) -> Table:
     rows = [row for result in results for row in _rows(result)]
     several = any(r.status != "whole" for r in results)
     widths = {c: max([cell_len(c)] + [cell_len(row.get(c, "")) for row in rows]) for c in COLUMNS}
+    widths["input"] = max([widths["input"]] + [cell_len(f"  #{row['#']}") for row in rows if "input" not in row])
     if width is None:
         shown, fitted = list(COLUMNS), dict(widths)
     else:
@@ -111,6 +113,8 @@ def table(results: Sequence[ImageResult], width: int | None = None) -> Table:
         cells = []
         for c in shown:
             text = row.get(c, "")
+            if c == "input" and "#" not in shown and "input" not in row:  # a digit of an image: its place
+                text = f"  #{row.get('#', '')}"
             if c == "input":
                 text = shorten_middle(text, fitted[c])
             elif c == "reasons" and cell_len(text) > fitted[c]:
@@ -136,7 +140,7 @@ def _fit(widths: dict[str, int], width: int, several: bool, rows: list[dict[str,
     words = [w for row in rows for w in row.get("reasons", "").replace(",", " ").split()]
     min_reasons = max([cell_len("reasons")] + [cell_len(w) for w in words])  # a reason is never cut
     min_input = min(widths["input"], MIN_INPUT)
-    shown = [c for c in COLUMNS if c not in OPTIONAL and (c != "#" or several)]
+    shown = [c for c in COLUMNS if c not in OPTIONAL and c != "#"]
 
     def used(columns: list[str]) -> int:
         fixed = sum(widths[c] for c in columns if c not in ("input", "reasons"))

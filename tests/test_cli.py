@@ -239,7 +239,8 @@ def test_table_fits_an_80_column_terminal(long_inputs, monkeypatch):
         assert reason in words, (reason, result.stdout)
     for verdict in ("adversarial", "out_of_distribution", "clean"):
         assert verdict in words
-    assert "reads" in words and "0124" in words  # the sheet's reading
+    assert "reads" in words and "0124" in words  # the sheet's reading...
+    assert [w for w in words if w.startswith("#")] == ["#0", "#1", "#2", "#3"]  # ...and its digits, in order
     for header in ("input", "label", "purified", "p-value", "verdict", "reasons"):
         assert header in lines[0].split()
 
