@@ -80,6 +80,7 @@ def _prepare(file: str, digits: str) -> Prepared:
 #: written in the input column, under its image's row (``  #0``).
 COLUMNS = ("input", "#", "box", "label", "conf", "purified", "distinct", "p-value", "verdict", "reasons")
 OPTIONAL = ("conf", "distinct", "box")
+NARROW_DROPS = ("purified", "p-value")  # left out, in this order, on a terminal too narrow even without OPTIONAL
 GAP = 2  # cells between two columns
 MIN_INPUT = 12  # an input column narrower than this is not worth its paths
 
@@ -146,6 +147,10 @@ def _fit(widths: dict[str, int], width: int, several: bool, rows: list[dict[str,
         fixed = sum(widths[c] for c in columns if c not in ("input", "reasons"))
         return fixed + GAP * (len(columns) - 1)
 
+    for drop in NARROW_DROPS:
+        if used(shown) + min_input + min_reasons > width:
+            shown.remove(drop)
+
     for extra in OPTIONAL:
         if extra == "box" and not several:
             continue
@@ -154,11 +159,9 @@ def _fit(widths: dict[str, int], width: int, several: bool, rows: list[dict[str,
             shown = trial
     room = max(2, width - used(shown))
     fitted = dict(widths)
-    reasons = min(widths["reasons"], min_reasons)  # the longest reason on one line
-    inputs = min(widths["input"], room - reasons)  # then the inputs, as far as they go
-    if inputs < min_input:  # a very narrow terminal: both squeezed
+    inputs = min(widths["input"], room - min(widths["reasons"], min_reasons))  # the longest reason on one line,
+    if inputs < min_input:  # then the inputs as far as they go; a very narrow terminal squeezes both
         inputs = min(min_input, room // 2)
-        reasons = room - inputs
     fitted["input"], fitted["reasons"] = max(1, inputs), max(1, min(widths["reasons"], room - inputs))
     return shown, fitted
 
