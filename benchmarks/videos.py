@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgeguard import webcam
+from export import desk
 from export.filming import Item, Video, match_boxes, mnist_test
 
 
@@ -76,3 +77,61 @@ def rates(rows: list[Appearance]) -> dict:
                                         for g, rows_ in sorted(groups.items())}
         out[kind] = entry
     return out
+
+
+# --------------------------------------------------------------------------- desk scenes (export/desk.py)
+
+
+def desk_rates(guard, video: Video, *, max_digits: int = 16, match_iou: float = 0.5, big: float = 0.10) -> dict:
+    """Run process_frame (with a Tracker) over a desk video and measure what the clutter costs:
+
+    - digits (visible ones: wholly inside the frame, no hand over them): found (a box with IoU >= ``match_iou``),
+      read (found with the right stable label), and the share of frames where a visible digit was missed;
+    - every other box (matched to no digit): a non-digit proposal, put down to the clutter item it lies most
+      inside ("other" when none: a piece of a digit, two digits merged); how many pass as clean (stable
+      verdict), in all and per clutter kind; and how many boxes covering more than ``big`` of the frame pass as
+      clean (of all boxes, digits included)."""
+    h, w = video.frames[0].shape[:2]
+    tracker = webcam.Tracker()
+    digits = found = read = missed_frames = big_clean = 0
+    proposals: dict[str, list[int]] = {}  # clutter kind -> [proposals, passed as clean]
+    for frame, items in zip(video.frames, video.items):
+        results = webcam.process_frame(guard, frame, max_digits=max_digits, tracker=tracker)
+        boxes = [r.box for r in results]
+        shown = [i for i in items if i.kind == "digit" and desk.visible(i, (w, h))]
+        matched = match_boxes(shown, boxes, match_iou)
+        digits += len(shown)
+        found += sum(m is not None for m in matched)
+        read += sum(m is not None and results[m].stable_label == item.label for item, m in zip(shown, matched))
+        missed_frames += any(m is None for m in matched)
+        taken = {m for m in matched if m is not None}
+        taken |= {m for m in match_boxes([i for i in items if i.kind != "clutter"], boxes, match_iou) if m is not None}
+        clutter = [i for i in items if i.kind == "clutter"]
+        for index, result in enumerate(results):
+            x, y, bw, bh = result.box
+            clean = result.stable_verdict == "clean"
+            big_clean += clean and bw * bh > big * w * h
+            if index in taken:
+                continue
+            # the smallest clutter item holding at least half of the box ("other": none does)
+            holders = [i for i in clutter if _inside(result.box, i.box) >= 0.5]
+            kind = min(holders, key=lambda i: i.box[2] * i.box[3]).name if holders else "other"
+            entry = proposals.setdefault(kind, [0, 0])
+            entry[0] += 1
+            entry[1] += clean
+    total = [sum(v[0] for v in proposals.values()), sum(v[1] for v in proposals.values())]
+    return {"frames": len(video.frames), "digits": digits,
+            "found": round(found / max(digits, 1), 4), "read": round(read / max(digits, 1), 4),
+            "frames_missing_a_digit": round(missed_frames / max(len(video.frames), 1), 4),
+            "nondigit_proposals": total[0],
+            "nondigit_clean": round(total[1] / total[0], 4) if total[0] else 0.0,
+            "nondigit_clean_count": total[1],
+            "by_clutter": {k: {"proposals": v[0], "clean": v[1]} for k, v in sorted(proposals.items())},
+            "big_boxes_clean": big_clean}
+
+
+def _inside(box, other) -> float:
+    """The share of ``box``'s area inside ``other`` (both x, y, w, h)."""
+    iw = min(box[0] + box[2], other[0] + other[2]) - max(box[0], other[0])
+    ih = min(box[1] + box[3], other[1] + other[3]) - max(box[1], other[1])
+    return max(0, iw) * max(0, ih) / max(1, box[2] * box[3])

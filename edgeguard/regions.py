@@ -20,27 +20,28 @@ apart as ``Regions.joined``: it cannot be cut into digits, and an image holding 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
+from edgeguard.clutter import Box, Region, frames, hollow_frames, long_stroke, on_paper
 from edgeguard.errors import InputError
+from edgeguard.ink import THRESHOLD_C, components, contrast, frame_gray, ink_of
 from edgeguard.normalize import preprocess
 from edgeguard.reading import reading_order
 
-__all__ = ["Box", "Region", "Finder", "Regions", "FRAME", "PAGE", "find_digit_regions", "find_regions",
-           "frame_gray", "digit_regions", "crop_region", "cut_digits", "reading_order", "ink_of"]
+__all__ = ["Box", "Region", "Finder", "Regions", "FRAME", "PAGE", "MAX_DIGITS", "find_digit_regions", "find_regions",
+           "frame_gray", "digit_regions", "crop_region", "cut_digits", "reading_order", "ink_of", "THRESHOLD_C"]
 
-Box = tuple[int, int, int, int]  # x, y, width, height in image pixels
-Region = tuple[Box, list[int]]  # a digit's box and the labels of the ink components it is made of
 
+MAX_DIGITS = 16  # regions kept per image by default: a page of answers (the webcam's desk scenes hold 8 to 12)
 MAX_CANDIDATES = 48  # pieces kept (largest first) before merging: bounds the work on a frame of noise
 MIN_HEIGHT = 0.05  # smallest digit, as a share of the frame height (24 px at 480)
 MAX_HEIGHT = 0.8  # largest digit, same
 MIN_ASPECT, MAX_ASPECT = 0.08, 1.8  # width / height of a digit ("1" is thin; a flat, tilted "0" is wide)
 MAX_FILL = 0.95  # a region whose box is this full of ink is a solid block, not a digit
-THRESHOLD_C = 10  # adaptive threshold: ink must be this much darker (0..255) than its neighbourhood
 CROP_SIDE = 56  # larger regions are shrunk to this (px, larger side) before preprocessing: 2.8 x MNIST's 20
 PAD = 0.15  # paper added around a crop, as a share of its larger side, before preprocessing
 JOINED_MAX_ASPECT = 12.0  # ink wider than a digit but at most this many heights wide: digits written touching
@@ -66,6 +67,20 @@ class Finder:
     #: it, which the fine look sees as outlines and slivers; a big region found there replaces what the fine
     #: look found inside it, unless that was one region of about its size. None: no second look.
     coarse: Finder | None = None
+    # Clutter (the webcam's: a real camera sees page edges, boxes drawn around answers, ruled lines, windows):
+    #: the largest region, as a share of the image's area (0: no limit). Held in front of a webcam, a digit
+    #: covers a few percent of the frame; a region covering more is a page, a window or a hand.
+    max_area: float = 0.10
+    #: Ink that holds a straight line at least this share of the image's width long (a ruled line, a page's
+    #: printed rule) has the line cut out, so that digits written across it are found (0: not cut).
+    cut_lines: float = 0.25
+    #: Ink whose box encloses a digit-sized piece of other ink (a box drawn around an answer, a window, a page
+    #: edge) is a frame around digits, not a digit; ink shaped like an empty frame (ink along three or more
+    #: sides of its box, little inside) neither.
+    drop_frames: bool = True
+    #: On a page, digits are written at about one size: a region more than this many times as tall (or long)
+    #: as the median of the others (when there are 3 others or more) is a stroke or a drawing (0: not checked).
+    max_relative: float = 2.2
 
     def __post_init__(self) -> None:
         if not 0.0 < self.min_height < self.max_height <= 1.0:
@@ -74,14 +89,18 @@ class Finder:
             raise ValueError("Finder needs max_candidates >= 1, work_side >= 0 and 0 < close < 0.5")
         if self.max_aspect <= MIN_ASPECT or self.pair_aspect < 0 or not 0.0 < self.block <= 1.0:
             raise ValueError("Finder needs max_aspect > MIN_ASPECT, pair_aspect >= 0 and 0 < block <= 1")
+        if not 0.0 <= self.max_area <= 1.0 or not 0.0 <= self.cut_lines <= 1.0 or self.max_relative < 0:
+            raise ValueError("Finder needs 0 <= max_area <= 1, 0 <= cut_lines <= 1 and max_relative >= 0")
 
 
-#: The webcam's: 640x480 frames, digits 5% to 80% of the frame height.
+#: The webcam's: 640x480 frames, digits 5% to 80% of the frame height and at most 10% of its area, among clutter.
 FRAME = Finder()
+#: The clutter rules are the webcam's: ``BIG`` and ``PAGE`` (photos of a sheet, framed on its digits) do not use them.
 #: The second look of ``PAGE``, for big digits: the image at 400 px, a neighbourhood of a quarter of its height,
 #: digits from 12% of its height (a single digit filling half of a photo must stay one region).
 BIG = Finder(min_height=0.12, max_height=0.95, max_candidates=64, work_side=400, close=1 / 96, min_contrast=20,
-             max_aspect=2.4, pair_aspect=1.2, block=1 / 4)
+             max_aspect=2.4, pair_aspect=1.2, block=1 / 4, max_area=0.0, cut_lines=0.0,
+             drop_frames=False, max_relative=0.0)
 #: Photos and scans of a sheet, where digits are many and written close together: digits from 2% of the image
 #: height (the generated test pages go down to 3%); large photos searched at 1600 px (a 12 MP photo's digits at
 #: 3% are still 48 px tall there); a closing scaled to the smallest digits, so that neighbours stay apart;
@@ -91,7 +110,8 @@ BIG = Finder(min_height=0.12, max_height=0.95, max_candidates=64, work_side=400,
 #: digit-sized pieces side by side kept apart unless together they are no wider than 1.2 times their height
 #: (two digits written close are wider; the two strokes of an open 4 are not); and the second look, ``BIG``.
 PAGE = Finder(min_height=0.02, max_height=0.8, max_candidates=512, work_side=1600, close=1 / 320, min_contrast=20,
-              max_aspect=2.4, pair_aspect=1.2, coarse=BIG)
+              max_aspect=2.4, pair_aspect=1.2, coarse=BIG, max_area=0.0,
+              cut_lines=0.0, drop_frames=False, max_relative=0.0)
 
 
 @dataclass
@@ -118,7 +138,7 @@ class Regions:
         return [self.original(box) for box, _ in self.found]
 
 
-def find_digit_regions(frame: np.ndarray, max_digits: int = 8, *, ink: str = "dark",
+def find_digit_regions(frame: np.ndarray, max_digits: int = MAX_DIGITS, *, ink: str = "dark",
                        finder: Finder = FRAME) -> list[Box]:
     """Boxes (x, y, w, h) of up to ``max_digits`` digit-like regions, largest kept, in reading order.
 
@@ -126,39 +146,6 @@ def find_digit_regions(frame: np.ndarray, max_digits: int = 8, *, ink: str = "da
     "auto" (``ink_of``). ``finder``: ``FRAME`` (the webcam's, the default) or ``PAGE`` (a photo of a sheet).
     """
     return find_regions(frame_gray(frame), max_digits, ink, finder).boxes
-
-
-def frame_gray(frame: np.ndarray) -> np.ndarray:
-    """A frame (BGR, BGRA or gray uint8, at least 16 x 16) as gray; TypeError or ValueError otherwise."""
-    if not isinstance(frame, np.ndarray):
-        raise TypeError(f"frame must be a numpy array, got {type(frame).__name__}")
-    if frame.dtype != np.uint8:
-        raise TypeError(f"frame must be uint8 (an OpenCV image), got dtype {frame.dtype}")
-    if frame.ndim == 3 and frame.shape[2] == 1:
-        frame = frame[:, :, 0]
-    if frame.ndim == 2:
-        gray = frame
-    elif frame.ndim == 3 and frame.shape[2] == 3:
-        gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
-    elif frame.ndim == 3 and frame.shape[2] == 4:
-        gray = cv2.cvtColor(frame, cv2.COLOR_BGRA2GRAY)
-    else:
-        raise ValueError(f"frame must be H x W gray or H x W x 3 BGR, got shape {frame.shape}")
-    if min(gray.shape) < 16:
-        raise ValueError(f"frame is too small ({gray.shape[1]} x {gray.shape[0]}); expected at least 16 x 16")
-    return gray
-
-
-def ink_of(gray: np.ndarray) -> str:
-    """"dark" (pen on paper) or "light" (chalk on a board): whichever side the strong local departures from
-    the background (a heavily blurred copy, so uneven light does not count) mostly fall on. Ink is thin and
-    contrasted; the paper's light and shadows are neither."""
-    side = max(gray.shape)
-    small = gray if side <= 512 else cv2.resize(
-        gray, (max(1, gray.shape[1] * 512 // side), max(1, gray.shape[0] * 512 // side)), interpolation=cv2.INTER_AREA)
-    background = cv2.GaussianBlur(small, (0, 0), max(small.shape) / 32)
-    diff = small.astype(np.int16) - background.astype(np.int16)
-    return "light" if int(np.count_nonzero(diff > 25)) > int(np.count_nonzero(diff < -25)) else "dark"
 
 
 def digit_regions(gray: np.ndarray, max_digits: int, ink: str = "dark",
@@ -181,7 +168,9 @@ def find_regions(gray: np.ndarray, max_digits: int, ink: str = "dark", finder: F
         gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
     if ink == "auto":
         ink = ink_of(gray)
-    gray, labels, stats = _components(gray, ink, finder.close, finder.block)
+    gray, labels, stats = components(gray, ink, finder.close, finder.block, finder.cut_lines)
+    if finder.drop_frames:
+        labels, stats = hollow_frames(labels, stats, finder.min_height * gray.shape[0])
     found, joined = _regions(gray, labels, stats, finder)
     if finder.coarse is not None:
         found, joined = _big_digits(gray, stats, found, joined, finder.coarse)
@@ -201,24 +190,45 @@ def _regions(gray: np.ndarray, labels: np.ndarray, stats: np.ndarray,
             & (h <= max_h) & (w <= max_w)
             & (x > 0) & (y > 0) & (x + w < width) & (y + h < height))  # cut by the frame edge: not whole
     if finder.min_contrast > 0:
-        keep &= _contrast(gray, labels, len(stats), finder.block) >= finder.min_contrast
+        keep &= contrast(gray, labels, len(stats), finder.block) >= finder.min_contrast
+    if finder.max_area:
+        keep &= w * h <= finder.max_area * width * height
+    if finder.drop_frames:
+        keep &= ~frames(labels, stats, keep, min_h)
     index = np.flatnonzero(keep)
+    largest = math.inf  # the largest side a digit may have here
+    if finder.max_relative:  # a piece far larger than the digits around it would swallow them when merged
+        tall = h[index][h[index] >= min_h]
+        if len(tall) >= 4:
+            largest = finder.max_relative * float(np.median(tall))
+            index = index[np.maximum(w, h)[index] <= largest]
+    cut = None
+    if finder.drop_frames:  # the edge of a hand, a page or a window next to a digit would merge with it
+        cut = np.concatenate([[False], area == 0])[labels]  # lines and frames cut out of the ink
+        index = np.array([i for i in index if h[i] < min_h or on_paper(gray, (x[i], y[i], w[i], h[i]), cut)],
+                         np.int64)
     if index.size > finder.max_candidates:
         index = index[np.argsort(-area[index], kind="stable")[: finder.max_candidates]]
     boxes = np.stack([x[index], y[index], x[index] + w[index], y[index] + h[index]], axis=1)
     boxes, members, ink_area = _merge(boxes, [[int(i) + 1] for i in index], [int(area[i]) for i in index], min_h,
-                                      finder)
+                                      finder, largest)
 
     found: list[Region] = []
     joined: list[Box] = []
     for box, member, ink_px in zip(boxes, members, ink_area):
         bw, bh = int(box[2] - box[0]), int(box[3] - box[1])
-        if ink_px > MAX_FILL * bw * bh:
+        if ink_px > MAX_FILL * bw * bh or (finder.max_area and bw * bh > finder.max_area * width * height):
             continue
         if _digit_shaped(bw, bh, min_h, finder.max_aspect):
             found.append(((int(box[0]), int(box[1]), bw, bh), member))
         elif bh >= min_h and bw <= JOINED_MAX_ASPECT * bh and JOINED_FILL[0] <= ink_px / (bw * bh) <= JOINED_FILL[1]:
             joined.append((int(box[0]), int(box[1]), bw, bh))
+    if finder.drop_frames:
+        found = [region for region in found if on_paper(gray, region[0], cut)]
+    if finder.max_relative and len(found) >= 4:  # once more, among the digits found
+        typical = float(np.median([box[3] for box, _ in found]))
+        found = [region for region in found if max(region[0][2], region[0][3]) <= finder.max_relative * typical
+                 and not long_stroke(labels, region, typical)]
     return found, joined
 
 
@@ -278,8 +288,9 @@ def crop_region(gray: np.ndarray, labels: np.ndarray, box: Box, members: list[in
     others = own != 0
     for m in members:
         others &= own != m
-    edge = np.concatenate([crop[0], crop[-1], crop[:, 0], crop[:, -1]])
-    paper = int(np.median(edge))
+    # the paper: the crop's ink-free pixels (its edge may lie on a frame drawn around the digit)
+    free = crop[own == 0]
+    paper = int(np.median(free if free.size else np.concatenate([crop[0], crop[-1], crop[:, 0], crop[:, -1]])))
     crop[others] = paper
     scale = CROP_SIDE / max(w, h)
     if scale < 1:  # preprocess shrinks the digit to 20 px anyway; a smaller crop is faster to normalise
@@ -302,49 +313,14 @@ def cut_digits(regions: Regions) -> tuple[list[np.ndarray], list[Box]]:
     return images, boxes
 
 
-# --------------------------------------------------------------------------- steps
-
-
-def _odd(value: float, minimum: int) -> int:
-    n = max(minimum, int(round(value)))
-    return n if n % 2 else n + 1
-
-
-def _components(gray: np.ndarray, ink: str, close: float = 1 / 96,
-                block: float = 1 / 16) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """-> (ink-dark gray, labels, stats) of the ink mask's connected components (background excluded from stats)."""
-    if ink == "light":
-        gray = 255 - gray
-    elif ink != "dark":
-        raise ValueError(f"ink must be 'dark', 'light' or 'auto', got {ink!r}")
-    height = gray.shape[0]
-    smooth = cv2.GaussianBlur(gray, (5, 5), 0)
-    mask = cv2.adaptiveThreshold(smooth, 255, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY_INV,
-                                 _odd(height * block, 15), THRESHOLD_C)
-    size = _odd(height * close, 3)
-    mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size)))
-    # BBDT (Grana) computes the statistics about 7x faster here than OpenCV's default (Spaghetti).
-    _, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(mask, 8, cv2.CV_32S, cv2.CCL_BBDT)
-    return gray, labels, stats[1:]
-
-
-def _contrast(gray: np.ndarray, labels: np.ndarray, count: int, share: float = 1 / 16) -> np.ndarray:
-    """Each component's mean darkness under the mean of its neighbourhood (the adaptive threshold's block)."""
-    block = _odd(gray.shape[0] * share, 15)
-    smooth = cv2.GaussianBlur(gray, (5, 5), 0).astype(np.float32)
-    depth = cv2.boxFilter(smooth, -1, (block, block)) - smooth
-    sums = np.bincount(labels.ravel(), weights=depth.ravel(), minlength=count + 1)[1:]
-    areas = np.bincount(labels.ravel(), minlength=count + 1)[1:]
-    return sums / np.maximum(areas, 1)
-
-
 def _digit_shaped(w: int | np.ndarray, h: int | np.ndarray, min_h: float,
                   max_aspect: float = MAX_ASPECT) -> bool | np.ndarray:
     """Tall enough and of a digit's width / height (works on numbers and on arrays)."""
     return (h >= min_h) & (MIN_ASPECT * h <= w) & (w <= max_aspect * h)
 
 
-def _mergeable(box: np.ndarray, others: np.ndarray, min_h: float, finder: Finder = FRAME) -> np.ndarray:
+def _mergeable(box: np.ndarray, others: np.ndarray, min_h: float, finder: Finder = FRAME,
+               largest: float = math.inf) -> np.ndarray:
     """Which of ``others`` (m x 4: x0, y0, x1, y1) look like another piece of the same digit as ``box``."""
     x0, y0, x1, y1 = box
     ox0, oy0, ox1, oy1 = others.T
@@ -360,7 +336,8 @@ def _mergeable(box: np.ndarray, others: np.ndarray, min_h: float, finder: Finder
     # Two digits in a column would double the height. Two digit-shaped pieces may grow it by half;
     # a piece that is no digit on its own (a bar, a dash, a wide top half) may make up a whole digit.
     whole = ~touching & _digit_shaped(w, h, min_h, finder.max_aspect) & _digit_shaped(ow, oh, min_h, finder.max_aspect)
-    shape_ok = (union_h <= np.where(whole, 1.5, 2.2) * taller) & (union_w <= finder.max_aspect * union_h)
+    shape_ok = ((union_h <= np.where(whole, 1.5, 2.2) * taller) & (union_w <= finder.max_aspect * union_h)
+                & (np.maximum(union_w, union_h) <= largest))
     if finder.pair_aspect:  # two digit-sized pieces side by side: two digits unless together they are narrow
         big = (np.minimum(h, oh) >= np.maximum(min_h, 0.5 * taller)) & (overlap_y > 0)
         shape_ok &= ~big | (union_w <= finder.pair_aspect * union_h)
@@ -370,13 +347,13 @@ def _mergeable(box: np.ndarray, others: np.ndarray, min_h: float, finder: Finder
 
 
 def _merge(boxes: np.ndarray, members: list[list[int]], ink: list[int], min_h: float,
-           finder: Finder = FRAME) -> tuple[np.ndarray, list[list[int]], list[int]]:
+           finder: Finder = FRAME, largest: float = math.inf) -> tuple[np.ndarray, list[list[int]], list[int]]:
     """Merge pieces of one digit until no pair is mergeable. Each box is checked against all the others
     after its last growth (the test is symmetric), so at most 2 x len(boxes) vectorised checks."""
     boxes = boxes.astype(np.float64)
     i = 0
     while i < len(boxes):
-        hits = np.flatnonzero(_mergeable(boxes[i], boxes, min_h, finder))
+        hits = np.flatnonzero(_mergeable(boxes[i], boxes, min_h, finder, largest))
         hits = hits[hits != i]
         if hits.size == 0:
             i += 1

@@ -378,7 +378,7 @@ def test_noise_and_hundreds_of_contours_do_not_stall(guard, make, monkeypatch):
             return out
         return wrapper
 
-    monkeypatch.setattr(regions, "_components", spy("pieces", regions._components, lambda a, out: len(out[2])))
+    monkeypatch.setattr(regions, "components", spy("pieces", regions.components, lambda a, out: len(out[2])))
     monkeypatch.setattr(regions, "_merge", spy("merged", regions._merge, lambda a, out: len(a[0])))
     monkeypatch.setattr(regions, "preprocess", spy("normalised", regions.preprocess, lambda a, out: 1))
     monkeypatch.setattr(guard, "screen", spy("screened", guard.screen, lambda a, out: len(a[0])))

@@ -17,6 +17,7 @@ import numpy as np
 from edgeguard.bundle import load_manifest
 from edgeguard.errors import EdgeGuardError
 from edgeguard.guard import Guard
+from edgeguard.regions import MAX_DIGITS
 from edgeguard.webcam.overlay import annotate
 from edgeguard.webcam.screening import DigitResult, process_frame
 from edgeguard.webcam.sources import SourceError, display_available, open_source, open_writer, read_frames, source_kind
@@ -84,7 +85,7 @@ class RunSummary:
 
 
 def run(guard: Guard, source: str | int | os.PathLike[str] = "0", *, display: bool | None = None,
-        record: str | os.PathLike[str] | None = None, max_digits: int = 8, every: int = 1, window: int = 5,
+        record: str | os.PathLike[str] | None = None, max_digits: int = MAX_DIGITS, every: int = 1, window: int = 5,
         on_frame: Callable[[FrameResult], None] | None = None, max_frames: int | None = None,
         title: str = "EdgeGuard", ink: str = "dark") -> RunSummary:
     """Screen the digits of every ``every``-th frame of ``source`` until it ends, the user quits

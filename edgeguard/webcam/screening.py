@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from edgeguard.guard import Guard, Verdict
-from edgeguard.regions import FRAME, Box, cut_digits, find_regions, frame_gray
+from edgeguard.regions import FRAME, MAX_DIGITS, Box, cut_digits, find_regions, frame_gray
 from edgeguard.webcam.tracking import Tracker
 
 __all__ = ["DigitResult", "process_frame"]
@@ -46,7 +46,7 @@ class DigitResult:
                 "stable_verdict": self.stable_verdict, **d}
 
 
-def process_frame(guard: Guard, frame: np.ndarray, *, max_digits: int = 8, tracker: Tracker | None = None,
+def process_frame(guard: Guard, frame: np.ndarray, *, max_digits: int = MAX_DIGITS, tracker: Tracker | None = None,
                   ink: str = "dark") -> list[DigitResult]:
     """Find the digits in ``frame`` (BGR or gray uint8), screen them in one batch, track them.
 
