@@ -25,15 +25,26 @@ as the camera calibration and the other test videos draw it.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 
 import cv2
 import numpy as np
 
-from export.filming import SIZE, Digits, Item, Video, _glyph_alpha, _lighting, _paper, _transform_box, mnist_test
+from export.filming import (
+    SIZE,
+    Digits,
+    Item,
+    Video,
+    _glyph_alpha,
+    _lighting,
+    _paper,
+    _transform_box,
+    mnist_test,
+    render_scene,
+)
 
-__all__ = ["CASES", "CLUTTER", "desk_scene", "desk_video", "visible"]
+__all__ = ["CASES", "CLUTTER", "desk_scene", "desk_video", "each_digit_once", "visible"]
 
 CASES = ("page", "hand", "screen")
 CLUTTER = ("text", "ruled", "box", "stroke", "hand", "window", "terminal")
@@ -100,16 +111,17 @@ def _ruled(sheet: np.ndarray, rng: np.random.Generator, top: int) -> list[tuple]
 
 
 def _digits(sheet: np.ndarray, rng: np.random.Generator, digits: Digits, pool: np.ndarray, top: int,
-            heights: tuple[int, int], ink: float) -> list[tuple]:
-    """8 to 12 digits in the cells of a 4 x 3 grid below ``top``, each at a random height and slant."""
+            heights: tuple[int, int], ink: float, chosen: Sequence[int] | None, name: str) -> list[tuple]:
+    """8 to 12 digits (drawn from ``pool``, or the ``chosen`` ones) in the cells of a 4 x 3 grid below ``top``,
+    each at a random height and slant."""
     h, w = sheet.shape
     x, y = digits
-    count = int(rng.integers(8, 13))
+    count = int(rng.integers(8, 13)) if chosen is None else len(chosen)
     cells = sorted(rng.choice(12, size=count, replace=False))
     cell_w, cell_h = (w - 40) / 4, (h - top - 16) / 3
     placed = []
-    for cell in cells:
-        n = int(pool[rng.integers(len(pool))])
+    for i, cell in enumerate(cells):
+        n = int(pool[rng.integers(len(pool))]) if chosen is None else int(chosen[i])
         alpha = _glyph_alpha(x[n], int(rng.integers(*heights)), rng.uniform(-8, 8))
         gh, gw = alpha.shape
         cx = 20 + (cell % 4 + 0.5) * cell_w + rng.uniform(-0.12, 0.12) * cell_w
@@ -117,7 +129,7 @@ def _digits(sheet: np.ndarray, rng: np.random.Generator, digits: Digits, pool: n
         px, py = int(round(cx - gw / 2)), int(round(cy - gh / 2))
         _draw(sheet, alpha * rng.uniform(0.85, 1.0), px, py, ink)
         rows, cols = np.nonzero(alpha > 0.3)
-        placed.append(("digit", int(y[n]), f"mnist#{n}",
+        placed.append(("digit", int(y[n]), f"{name}#{n}",
                        (px + cols.min(), py + rows.min(), px + cols.max() + 1, py + rows.max() + 1)))
     return placed
 
@@ -156,14 +168,14 @@ def _stroke(sheet: np.ndarray, rng: np.random.Generator, taken: list[tuple], ink
 
 
 def _sheet(rng: np.random.Generator, digits: Digits, pool: np.ndarray, size: tuple[int, int],
-           heights: tuple[int, int]) -> tuple[np.ndarray, list[tuple]]:
+           heights: tuple[int, int], chosen: Sequence[int] | None, name: str) -> tuple[np.ndarray, list[tuple]]:
     w, h = size
     sheet = _paper(rng, (h, w))
     ink = rng.uniform(25, 60)
     placed, top = _text_lines(sheet, rng, ink)
     if rng.random() < 0.5:
         placed += _ruled(sheet, rng, top)
-    written = _digits(sheet, rng, digits, pool, top, heights, ink)
+    written = _digits(sheet, rng, digits, pool, top, heights, ink, chosen, name)
     placed += written + _boxes_around(sheet, rng, written, ink)
     if rng.random() < 0.7:
         placed += _stroke(sheet, rng, placed, ink)
@@ -251,17 +263,20 @@ def _window(rng: np.random.Generator, frame: np.ndarray, scale: float, origin: t
 
 
 def desk_scene(rng: np.random.Generator, frames: int, *, case: str = "page", digits: Digits | None = None,
-               pool: Sequence[int] | None = None, size: tuple[int, int] = SIZE) -> tuple[list[np.ndarray],
-                                                                                    list[list[Item]]]:
+               pool: Sequence[int] | None = None, chosen: Sequence[int] | None = None, name: str = "mnist",
+               size: tuple[int, int] = SIZE) -> tuple[list[np.ndarray], list[list[Item]]]:
     """Film one desk scene (see the module's docstring) for ``frames`` frames: (BGR frames, items per frame).
-    ``digits``: the digit source (default MNIST test); ``pool``: the indices to draw from (default all)."""
+    ``digits``: the digit source (default MNIST test); ``pool``: the indices to draw from (default all), or
+    ``chosen``: the 1 to 12 digits to write; digit items are named ``f"{name}#{index}"``."""
     if case not in CASES:
         raise ValueError(f"case must be one of {', '.join(CASES)}, got {case!r}")
+    if chosen is not None and not 1 <= len(chosen) <= 12:
+        raise ValueError(f"a page holds 1 to 12 chosen digits, got {len(chosen)}")
     digits = mnist_test() if digits is None else digits
     pool_ = np.arange(len(digits[0])) if pool is None else np.asarray(pool)
     w, h = size
     heights = (52, 73) if case == "screen" else (44, 69)
-    sheet, placed = _sheet(rng, digits, pool_, size, heights)
+    sheet, placed = _sheet(rng, digits, pool_, size, heights, chosen, name)
     scale = rng.uniform(0.8, 0.9) if case == "screen" else rng.uniform(0.74, 0.9)
     slack_x, slack_y = (1 - scale) / 2 * w, (1 - scale) / 2 * h
     page = cv2.getRotationMatrix2D((w / 2, h / 2), rng.uniform(-4, 4), scale)
@@ -339,3 +354,26 @@ def desk_video(n_scenes: int = 12, frames_per_scene: int = 6, *, seed: int = 0, 
         video.add_scene(*desk_scene(rng, frames_per_scene, case=cases[scene % len(cases)], digits=digits,
                                     pool=pool, size=size))
     return video
+
+
+def each_digit_once(digits: Digits, *, seed: int, name: str = "mnist",
+                    size: tuple[int, int] = SIZE) -> Iterator[tuple[list[np.ndarray], list[list[Item]]]]:
+    """Every digit of ``digits`` filmed exactly once, in a shuffled order, one frame per scene: scenes take turns
+    between a clean sheet of 2 to 4 digits (``filming.render_scene``, as the other test videos film them) and a
+    desk scene of 8 to 12 among clutter (its cases in turn); yields each scene's (frames, items) one at a time.
+    A digit the hand lies over is an item of kind "covered"."""
+    images, labels = digits
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(images))
+    start = scene = 0
+    while start < len(order):
+        if scene % 2 == 0:
+            chosen = order[start : start + int(rng.integers(2, 5))]
+            glyphs = [("digit", int(labels[n]), images[n], f"{name}#{n}") for n in chosen]
+            yield render_scene(glyphs, rng, 1, size)
+        else:
+            chosen = order[start : start + int(rng.integers(8, 13))]
+            yield desk_scene(rng, 1, case=CASES[(scene // 2) % len(CASES)], digits=digits, chosen=chosen, name=name,
+                             size=size)
+        start += len(chosen)
+        scene += 1
