@@ -41,6 +41,8 @@ def long_stroke(labels: np.ndarray, region: Region, typical: float, thin: float 
     longer than ``longest`` times the ``typical`` digit height: a crossing-out or a margin line. A "1" is as
     straight, but about as long as the other digits are tall."""
     (x, y, w, h), members = region
+    if math.hypot(w, h) <= longest * typical:  # no straight stroke in the box is that long
+        return False
     ys, xs = np.nonzero(np.isin(labels[y : y + h, x : x + w], members))
     if xs.size < 3:
         return False
@@ -80,15 +82,16 @@ def on_paper(gray: np.ndarray, box: Box, cut: np.ndarray | None = None, least: f
     x, y, w, h = (int(v) for v in box)
     m = max(3, round(0.2 * min(w, h)))
     height, width = gray.shape
-    ink = float(np.percentile(gray[y : y + h, x : x + w], 10))
-    depth = []
+    inside = gray[y : y + h, x : x + w].ravel()
+    ink = float(np.partition(inside, inside.size // 10)[inside.size // 10])
     above, below = slice(max(0, y - m), y), slice(y + h, min(height, y + h + m))
     left, right = slice(max(0, x - m), x), slice(x + w, min(width, x + w + m))
+    depth = []
     for rows, cols in ((above, slice(x, x + w)), (below, slice(x, x + w)), (slice(y, y + h), left),
                        (slice(y, y + h), right)):
         strip = gray[rows, cols] if cut is None else gray[rows, cols][~cut[rows, cols]]
         if strip.size:
-            depth.append(float(np.median(strip)) - ink)
+            depth.append(float(np.partition(strip.ravel(), strip.size // 2)[strip.size // 2]) - ink)
     return len(depth) == 4 and min(depth) >= max(least * max(depth), MIN_DEPTH)
 
 
@@ -139,8 +142,12 @@ def outline(own: np.ndarray) -> np.ndarray:
         gap = ~view & (rows > first)
         run = np.where(gap.any(0), gap.argmax(0), h) - first
         columns = np.flatnonzero(near)
-        slope, start = np.polyfit(columns, first[columns], 1) if columns.size > 1 else (0.0, float(first[columns][0]))
-        sides.append((slope, start, float(np.percentile(run[columns], 25))))
+        rows_at = first[columns].astype(np.float64)
+        spread = columns - columns.mean()
+        slope = float((spread * (rows_at - rows_at.mean())).sum() / max(float((spread * spread).sum()), 1e-9))
+        runs = run[columns]
+        sides.append((slope, float(rows_at.mean() - slope * columns.mean()),
+                      float(np.partition(runs, runs.size // 4)[runs.size // 4])))
     widths = [side[2] for side in sides if side is not None]
     out = np.zeros(own.shape, bool)
     if not widths:
@@ -209,33 +216,44 @@ def lines(mask: np.ndarray, length: float, tilt: float = 10.0, most: int = 16) -
     pieces = np.flatnonzero(stats[1:, 2] >= max(15, length / 4)) + 1
     if pieces.size == 0 or stats[pieces, 2].sum() < length / 2:
         return []
-    xs, ys = np.nonzero(np.isin(labels, pieces).T)  # column by column, rows in order
-    starts = np.flatnonzero((np.diff(xs, prepend=-1) != 0) | (np.diff(ys, prepend=-2) != 1))
-    ends = np.append(starts[1:], len(ys))
-    px, py = xs[starts].astype(np.float64), (ys[starts] + ys[ends - 1]) / 2.0
-    run = (ends - starts).astype(np.float64)
+    point_x, point_y, point_run = [], [], []
+    for k in pieces:  # each run of ink down a column of a piece: its column, middle row and length
+        x, y, w, h = (int(v) for v in stats[k, :4])
+        xs, ys = np.nonzero(np.ascontiguousarray((labels[y : y + h, x : x + w] == k).T))  # column by column
+        starts = np.flatnonzero((np.diff(xs, prepend=-1) != 0) | (np.diff(ys, prepend=-2) != 1))
+        ends = np.append(starts[1:], len(ys))
+        point_x.append(xs[starts] + x)
+        point_y.append((ys[starts] + ys[ends - 1]) / 2.0 + y)
+        point_run.append(ends - starts)
+    px, py = np.concatenate(point_x).astype(np.float64), np.concatenate(point_y)
+    run = np.concatenate(point_run).astype(np.float64)
     slopes = np.tan(np.radians(np.arange(-tilt, tilt + 1)))
     pad = int(np.ceil(abs(slopes[0]) * mask.shape[1])) + 2
+    # the Hough accumulator: votes[i, p] is the 2-px bin where point p cuts the left edge at slope i
+    votes = np.rint((py[None, :] - slopes[:, None] * px[None, :] + pad) / 2).astype(np.int64)
+    bins = int(votes.max()) + 1
+    offsets = (np.arange(len(slopes)) * bins)[:, None]
+    accumulator = np.bincount((votes + offsets).ravel(), minlength=len(slopes) * bins).reshape(len(slopes), bins)
+    alive = np.ones(px.size, bool)
     found: list[Line] = []
-    while len(found) < most and px.size >= length / 2:
-        best = (0, 0.0, 0.0)  # points, slope, start
-        for slope in slopes:
-            counts = np.bincount(np.rint((py - slope * px + pad) / 2).astype(np.int64))
-            top = int(np.argmax(counts))
-            if counts[top] > best[0]:
-                best = (int(counts[top]), float(slope), 2.0 * top - pad)
-        support, slope, start = best
-        if support < length / 2:
+    while len(found) < most:
+        i, j = np.unravel_index(int(np.argmax(accumulator)), accumulator.shape)
+        if accumulator[i, j] < length / 2:
             break
-        near = np.abs(py - slope * px - start) <= 2.5
+        near = alive & (np.abs(py - slopes[i] * px - (2.0 * j - pad)) <= 2.5)
+        accumulator -= np.bincount((votes[:, near] + offsets).ravel(),
+                                   minlength=accumulator.size).reshape(accumulator.shape)
+        alive &= ~near
+        if not near.any():
+            accumulator[i, j] = 0
+            continue
         span = np.ptp(px[near])
         if span >= length and np.unique(px[near]).size >= 0.6 * span:  # not the level sides of boxes in a row
             fit_slope, fit_start = np.polyfit(px[near], py[near], 1)
             # its thickness where nothing crosses it: the runs of ink down a column are longer where a stroke
             # crosses or runs along the line
             found.append(Line(int(px[near].min()), int(px[near].max()) + 1, float(fit_start), float(fit_slope),
-                               float(np.percentile(run[near], 25))))
-        px, py, run = px[~near], py[~near], run[~near]
+                              float(np.percentile(run[near], 25))))
     return found
 
 

@@ -1,5 +1,6 @@
-"""What is drawn over a frame: a box per digit coloured by its stable verdict, its label and the verdict's
-main reason, and the frame rate."""
+"""What is drawn over a frame: a box per digit coloured by its stable verdict, its label (or, for what is not a
+digit, that it is not one) and the verdict's main reason in plain words, and the frame rate; text sized to the
+frame."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 
 from edgeguard.webcam.screening import DigitResult
 
-__all__ = ["COLOURS", "SHORT", "annotate", "describe"]
+__all__ = ["COLOURS", "SHORT", "PLAIN", "annotate", "describe"]
 
 COLOURS = {  # BGR
     "clean": (60, 180, 60),
@@ -19,17 +20,36 @@ COLOURS = {  # BGR
     "uncertain": (0, 190, 240),
 }
 SHORT = {"clean": "clean", "adversarial": "ADV", "out_of_distribution": "OOD", "uncertain": "unsure"}
+#: A verdict's reasons (the signals that fired, as JSON names them) in the words the overlay shows.
+PLAIN = {
+    "disagreement": "samples disagree",
+    "input_mismatch": "samples read otherwise",
+    "vote_entropy": "samples disagree",
+    "recon_mse": "unlike any digit",
+    "recon_mse_min": "unlike any digit",
+    "kl": "unusual",
+    "posterior_spread": "unusual",
+    "low_confidence": "unsure reading",
+    "blank": "blank",
+}
+HEIGHT = 480  # the frame height the overlay's text sizes are set for; other frames scale them
 
 
 def describe(result: DigitResult) -> tuple[str, str]:
-    """The overlay's two lines for a digit: label (and purified label) and verdict with a short reason."""
+    """The overlay's two lines for a box: the label (and the purified label when it differs), or "not a digit"
+    when the stable verdict is out_of_distribution (no digit is shown as if it were the answer); and the
+    verdict with its strongest reason (smallest p-value) in plain words (``PLAIN``)."""
     v = result.screening
-    top = str(result.stable_label)
-    if v.purified_label != result.stable_label:
-        top += f" (purified {v.purified_label})"
+    if result.stable_verdict == "out_of_distribution":
+        top = "not a digit"
+    else:
+        top = str(result.stable_label)
+        if v.purified_label != result.stable_label:
+            top += f" (purified {v.purified_label})"
     bottom = SHORT[result.stable_verdict]
     if result.stable_verdict != "clean" and v.verdict == result.stable_verdict and v.reasons:
-        bottom += f": {v.reasons[0].replace('_', ' ')}"  # the strongest signal (smallest p-value)
+        reason = v.reasons[0]
+        bottom += f": {PLAIN.get(reason, reason.replace('_', ' '))}"
     return top, bottom
 
 
@@ -37,15 +57,18 @@ def annotate(frame: np.ndarray, results: Sequence[DigitResult], fps: float | Non
     """A copy of ``frame`` (BGR) with a box per digit coloured by its stable verdict, its label (and the
     purified label when it differs), the verdict with its main reason, and an FPS counter."""
     image = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR) if frame.ndim == 2 else frame[:, :, :3].copy()
+    size = max(0.5, image.shape[0] / HEIGHT)  # text and lines grow with the frame (2 at 960 rows)
+    thick = max(1, round(size))
     for r in results:
         x, y, w, h = r.box
         colour = COLOURS[r.stable_verdict]
-        cv2.rectangle(image, (x, y), (x + w, y + h), colour, 2)
+        cv2.rectangle(image, (x, y), (x + w, y + h), colour, 2 * thick)
         top, bottom = describe(r)
-        _text(image, top, (x, y - 2), colour, scale=0.6)
-        _text(image, bottom, (x, y + h + 16), colour, scale=0.45)
+        _text(image, top, (x, y - 2), colour, scale=0.6 * size, thickness=thick)
+        _text(image, bottom, (x, y + h + round(16 * size)), colour, scale=0.45 * size, thickness=thick)
     if fps is not None:
-        _text(image, f"{fps:5.1f} FPS", (8, 22), (40, 40, 40), scale=0.6)
+        _text(image, f"{fps:5.1f} FPS", (round(8 * size), round(22 * size)), (40, 40, 40), scale=0.6 * size,
+              thickness=thick)
     return image
 
 
