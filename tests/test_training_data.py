@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -47,3 +50,19 @@ def test_outlier_seeds_differ_from_the_selections():
 
     cfg = TrainConfig(out="unused")
     assert SEED not in (cfg.outlier_seed + cfg.seed, cfg.outlier_seed + cfg.seed + 1)
+
+
+def test_recipe_ablation_quick(tmp_path, mnist_files):
+    """The recipe ablation's command runs a variant end to end (quick training) and reports every set."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-m", "benchmarks.recipe_ablation", "--variants", "B", "--quick",
+                          "--out", str(tmp_path)], cwd=root, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    line = json.loads(out.stdout.splitlines()[-1])
+    assert line["variant"] == "B" and line["overrides"] == {"outliers": 20000}
+    for signal in ("recon_mse", "posterior_spread", "low_confidence", "kl", "mismatch"):
+        assert set(line[signal]) == {"clean", "fgsm0.1", "fgsm0.3", "non_digits", "captured"}
+    assert (tmp_path / "results.jsonl").read_text().count("\n") == 1
