@@ -87,13 +87,14 @@ def desk_rates(guard, video: Video, *, max_digits: int = 16, match_iou: float = 
 
     - digits (visible ones: wholly inside the frame, no hand over them): found (a box with IoU >= ``match_iou``),
       read (found with the right stable label), and the share of frames where a visible digit was missed;
-    - every other box (matched to no digit): a non-digit proposal, put down to the clutter item it lies most
-      inside ("other" when none: a piece of a digit, two digits merged); how many pass as clean (stable
-      verdict), in all and per clutter kind; and how many boxes covering more than ``big`` of the frame pass as
-      clean (of all boxes, digits included)."""
+    - every other box that holds half of a digit or lies half inside one is a digit found with the wrong box
+      (a piece of it, or it with a neighbour's ink): counted, and how many pass as clean with a wrong label;
+    - every other box is a non-digit proposal, put down to the smallest clutter item holding half of it
+      ("other" when none); how many pass as clean (stable verdict), in all and per clutter kind; and how many
+      boxes covering more than ``big`` of the frame pass as clean (of all boxes, digits included)."""
     h, w = video.frames[0].shape[:2]
     tracker = webcam.Tracker()
-    digits = found = read = missed_frames = big_clean = 0
+    digits = found = read = missed_frames = big_clean = off = off_wrong_clean = 0
     proposals: dict[str, list[int]] = {}  # clutter kind -> [proposals, passed as clean]
     for frame, items in zip(video.frames, video.items):
         results = webcam.process_frame(guard, frame, max_digits=max_digits, tracker=tracker)
@@ -113,6 +114,12 @@ def desk_rates(guard, video: Video, *, max_digits: int = 16, match_iou: float = 
             big_clean += clean and bw * bh > big * w * h
             if index in taken:
                 continue
+            near = [i for i in items if i.kind != "clutter"
+                    and (_inside(result.box, i.box) >= 0.5 or _inside(i.box, result.box) >= 0.5)]
+            if near:
+                off += 1
+                off_wrong_clean += clean and all(result.stable_label != i.label for i in near)
+                continue
             # the smallest clutter item holding at least half of the box ("other": none does)
             holders = [i for i in clutter if _inside(result.box, i.box) >= 0.5]
             kind = min(holders, key=lambda i: i.box[2] * i.box[3]).name if holders else "other"
@@ -127,7 +134,7 @@ def desk_rates(guard, video: Video, *, max_digits: int = 16, match_iou: float = 
             "nondigit_clean": round(total[1] / total[0], 4) if total[0] else 0.0,
             "nondigit_clean_count": total[1],
             "by_clutter": {k: {"proposals": v[0], "clean": v[1]} for k, v in sorted(proposals.items())},
-            "big_boxes_clean": big_clean}
+            "big_boxes_clean": big_clean, "digit_boxes_off": off, "digit_boxes_off_clean_wrong": off_wrong_clean}
 
 
 def _inside(box, other) -> float:

@@ -90,7 +90,9 @@ def combine(parts: Sequence[dict]) -> dict:
             "read": weighted("read", "digits"), "frames_missing_a_digit": weighted("frames_missing_a_digit", "frames"),
             "nondigit_proposals": proposals, "nondigit_clean": round(clean / proposals, 4) if proposals else 0.0,
             "nondigit_clean_count": clean, "nondigit_clean_per_frame": round(clean / frames, 4) if frames else 0.0,
-            "by_clutter": dict(sorted(by.items())), "big_boxes_clean": sum(p["big_boxes_clean"] for p in parts)}
+            "by_clutter": dict(sorted(by.items())), "big_boxes_clean": sum(p["big_boxes_clean"] for p in parts),
+            "digit_boxes_off": sum(p["digit_boxes_off"] for p in parts),
+            "digit_boxes_off_clean_wrong": sum(p["digit_boxes_off_clean_wrong"] for p in parts)}
 
 
 def measure_seed(guard: Guard, seed: int, scenes: int, pool: list[int]) -> dict:
@@ -119,14 +121,19 @@ def render(report: dict) -> str:
              f"Machine: {report['machine']['cpu']}, pinned to CPU {report['machine']['pinned_cpu']} "
              f"(load average {report['machine']['loadavg']}); bundle `{report['bundle']['path']}` "
              f"(manifest {str(report['bundle']['manifest_sha256'])[:12]}).", "",
-             "| seed | case | frames | digits | read right | found | frames missing a digit | non-digit boxes | "
-             "passed as clean | big boxes clean |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| seed | case | frames | digits | read right | found | frames missing a digit | digit boxes off "
+             "(clean, wrong label) | non-digit boxes | passed as clean | big boxes clean |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for run in report["seeds"]:
         for case, r in [*run["cases"].items(), ("all", run["all"])]:
             lines.append(f"| {run['seed']} | {case} | {r['frames']} | {r['digits']} | {r['read']:.2%} | "
-                         f"{r['found']:.2%} | {r['frames_missing_a_digit']:.2%} | {r['nondigit_proposals']} | "
+                         f"{r['found']:.2%} | {r['frames_missing_a_digit']:.2%} | {r['digit_boxes_off']} "
+                         f"({r['digit_boxes_off_clean_wrong']}) | {r['nondigit_proposals']} | "
                          f"{r['nondigit_clean_count']} ({r['nondigit_clean']:.1%}) | {r['big_boxes_clean']} |")
-    lines += ["", "Non-digit boxes by the clutter they lie in (all seeds; `other`: in none, e.g. a piece of a digit):",
+    lines += ["", "A digit box off: a box holding half of a digit, or half inside one, that does not match it "
+              "(IoU under 0.5): a piece of the digit, or the digit with other ink; in brackets those passed as "
+              "clean with a wrong label (misreads, not non-digits). Non-digit boxes are all other boxes, by the "
+              "smallest clutter item holding half of them (all seeds; `other`: none):",
               "", "| clutter | boxes | passed as clean |", "| --- | --- | --- |"]
     for kind, v in report["pooled"]["all"]["by_clutter"].items():
         lines.append(f"| {kind} | {v['proposals']} | {v['clean']} |")
