@@ -6,6 +6,11 @@ Fashion-MNIST is not installed), repeated over random draws.
 
 prints JSON: for each outlier fraction the mean false-discovery proportion over the draws (the FDR), its standard
 error, and the power (the mean share of outliers selected).
+
+The guarantee needs clean images exchangeable with the calibration digits (MNIST training images 55000-59999).
+The clean pool is a random sample of the whole MNIST test set; a second block draws it from the test set's first
+5,000 digits alone, a writer group whose clean p-values run small (13% below 0.1 where 10% are expected), to show
+what a shift of the clean images does to the FDR.
 """
 
 from __future__ import annotations
@@ -81,12 +86,17 @@ def main(argv: list[str] | None = None) -> int:
     from train.data import load_mnist
 
     guard = Guard.load(providers="cpu")
-    clean = load_mnist(download=False).test_x[:POOL]
+    test_x = load_mnist(download=False).test_x
     outliers, kind = outlier_images(POOL, args.seed)
-    clean_p, outlier_p = pools(guard, clean, outliers)
-    results = [asdict(measure(clean_p, outlier_p, fraction=f, q=args.q, draws=args.draws, size=args.size,
-                              seed=args.seed)) for f in args.fractions]
-    print(json.dumps({"clean": "mnist test", "outliers": kind, "pool": POOL, "mixtures": results}, indent=1))
+    report: dict[str, object] = {"outliers": kind, "pool": POOL}
+    rng = np.random.default_rng(args.seed)
+    for name, clean in [("mnist_test_random", test_x[rng.choice(len(test_x), POOL, replace=False)]),
+                        ("mnist_test_first_5000", test_x[:POOL])]:
+        clean_p, outlier_p = pools(guard, clean, outliers)
+        report[name] = {"clean_p_below_q": float((clean_p <= args.q).mean()),
+                        "mixtures": [asdict(measure(clean_p, outlier_p, fraction=f, q=args.q, draws=args.draws,
+                                                    size=args.size, seed=args.seed)) for f in args.fractions]}
+    print(json.dumps(report, indent=1))
     return 0
 
 
