@@ -26,7 +26,7 @@ from edgeguard import __version__
 from edgeguard.contract import MAX_K
 
 if TYPE_CHECKING:  # imported where used: `edgeguard --version` loads no models
-    from rich.progress import Progress
+    from rich.progress import Progress, Task
 
     from edgeguard.guard import Guard
     from edgeguard.webcam import FrameResult
@@ -169,24 +169,38 @@ def _glob(pattern: str) -> list[str]:
 
 
 def _progress(total: int) -> Progress:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+    from rich.text import Text
 
-    return Progress(TextColumn("screening"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+    class Rate(ProgressColumn):
+        def render(self, task: Task) -> Text:  # rich's speed: over the last 30 s
+            return Text(f"{task.speed:,.0f} images/s" if task.speed else "")
+
+    return Progress(TextColumn("screening"), BarColumn(), MofNCompleteColumn(), Rate(), TimeRemainingColumn(),
                     console=err, transient=True, disable=total <= 8 or not err.is_terminal)
 
 
 @app.command()
 def detect(
-    paths: list[str] = typer.Argument(..., help="Image files, folders (searched recursively) or glob patterns."),
+    paths: list[str] = typer.Argument(..., help="Image files, folders (searched recursively), glob patterns, "
+                                                "- (one image's bytes on stdin), .npy/.npz batches (N,28,28)."),
     k: int | None = typer.Option(None, "--k", min=1, max=MAX_K, help="Samples per image (default: the bundle's)."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the latent sampling."),
     alpha: float = typer.Option(0.01, "--alpha", min=1e-6, max=0.5, help="False-alarm rate on clean digits."),
     providers: str = typer.Option("auto", "--providers", help=PROVIDERS_HELP),
     bundle: Path | None = typer.Option(None, "--bundle", help="Model bundle folder (default: the shipped one)."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object per digit (per image of one digit)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object per digit (per image of one digit), "
+                                                       "a chunk at a time; a refused input is {source, error}."),
+    out_file: str | None = typer.Option(None, "--out", help="Write the records to this .jsonl, .csv or .parquet "
+                                                            "file (parquet: pip install 'edgeguard[parquet]')."),
+    fdr: float | None = typer.Option(None, "--fdr", min=1e-6, max=1.0,
+                                     help="Also select, at the end, the digits Benjamini-Hochberg picks at this "
+                                          "false-discovery rate over the run's p-values (a final JSON record "
+                                          "{fdr, selected}; verdicts still stream). --fail-on flagged then uses "
+                                          "the selection."),
     fail_on: FailOn = typer.Option(FailOn.never, "--fail-on",
-                                   help="'flagged': exit 1 when a digit is flagged or an image's digits cannot be "
-                                        "separated."),
+                                   help="'flagged': exit 1 when a digit is flagged (with --fdr: selected) or an "
+                                        "image's digits cannot be separated."),
     kernels: Kernels = typer.Option(Kernels.auto, "--kernels",
                                     help=f"numba, numpy, or auto: numba from {NUMBA_MIN_IMAGES} images on."),
     wide: bool = typer.Option(False, "--wide", help="Show the table's every column and full paths, however wide "
@@ -198,23 +212,38 @@ def detect(
     """Screen digit images and say whether the classifier's answer can be trusted.
 
     An image holding several digits (a sheet, a ZIP code) gets one result per digit, in reading order, with its box.
+    Inputs are read, screened and written a chunk at a time; a one-line summary ends on stderr.
     """
     from edgeguard.cli_detect import run_detect
+    from edgeguard.detect_inputs import count_inputs
     from edgeguard.errors import InputError
 
     files, problems = expand_inputs(paths)
     for raw, problem in problems:
         err.print(f"error: {InputError(problem, raw)}", markup=False)
+    total = count_inputs(files)
     if kernels is Kernels.auto:
-        kernels = Kernels.numba if len(files) >= NUMBA_MIN_IMAGES else Kernels.numpy
-    guard = load_guard(bundle, providers, k, seed, alpha, kernels=kernels.value)
+        kernels = Kernels.numba if total >= NUMBA_MIN_IMAGES else Kernels.numpy
+    if kernels is Kernels.numba:
+        from edgeguard.kernel_cache import kernels_cached
+
+        if not kernels_cached():
+            err.print("note: compiling the numba kernels (the first run after an install, about 10 s); "
+                      "later runs load them from numba's cache", markup=False)
+    numba = kernels is Kernels.numba  # loaded in the background while the first chunks use the NumPy twins
+    guard = load_guard(bundle, providers, k, seed, alpha, kernels="numpy" if numba else kernels.value)
     if guard.calibration is None:
         raise fail(f"{guard.bundle.path}: the bundle is not calibrated; run `python -m export.calibrate`",
                    EXIT_BUNDLE)
-    results = run_detect(guard, files, problems, digits=digits.value, as_json=as_json, wide=wide)
+    try:
+        run = run_detect(guard, files, problems, digits=digits.value, as_json=as_json, wide=wide, out_path=out_file,
+                         fdr=fdr, total=total, numba=numba)
+    except InputError as e:  # --out that cannot be written
+        raise fail(str(e), EXIT_INPUT) from None
     if problems:
         raise typer.Exit(EXIT_INPUT)
-    if fail_on is FailOn.flagged and any(r.flagged for r in results):
+    flagged = run.flagged if fdr is None else bool(run.selected) or run.verdicts["unseparable"] > 0
+    if fail_on is FailOn.flagged and flagged:
         raise typer.Exit(EXIT_FLAGGED)
 
 

@@ -1,22 +1,34 @@
-"""``edgeguard detect``'s body (cli.py holds its options and loads the guard): read each image, decide whether it
-holds one digit or several (``edgeguard.sheet``), screen them in batches, print a table or JSON records.
+"""``edgeguard detect``'s body (cli.py holds its options and loads the guard): read each input, decide whether it
+holds one digit or several (``edgeguard.sheet``), screen them in chunks of ``BATCH``, write each chunk's records as it
+finishes (JSON lines, ``--out``) or, for a terminal, the table at the end.
 
 One digit per image (every 28x28 image, every image where the region finder finds at most one digit, and every
 image with ``--digits one``) is screened exactly as before: ``preprocess``, the guard's own calibration, a batch
-of up to ``BATCH`` images. An image holding several digits gets one result per digit, in reading order.
+of up to ``BATCH`` images. An image holding several digits gets one result per digit, in reading order. Inputs are
+read one chunk at a time (``edgeguard.detect_inputs``: files, stdin, rows of ``.npy``/``.npz`` batches), so with
+``--json`` or ``--out`` memory stays flat however many there are; ``--fdr`` keeps one p-value and one name per digit
+for the selection at the end.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import logging
 import os
+import threading
+import time
+from collections import Counter
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import IO, TYPE_CHECKING, Any
 
 from rich.cells import cell_len
 
-from edgeguard.decode import load_image
+from edgeguard.detect_inputs import count_inputs, iter_items
+from edgeguard.detect_output import open_sink
 from edgeguard.errors import InputError
+from edgeguard.fdr import benjamini_hochberg
 from edgeguard.guard import Guard, Verdict
 from edgeguard.sheet import ImageResult, Prepared, prepare, screen_prepared
 
@@ -26,52 +38,160 @@ if TYPE_CHECKING:
 STYLES = {"clean": "green", "adversarial": "red", "out_of_distribution": "magenta", "uncertain": "yellow"}
 
 
+@dataclass
+class DetectRun:
+    """What a run of ``detect`` screened: counts for the summary, and the ``--fdr`` selection."""
+
+    inputs: int = 0  # inputs screened (an image of several digits counts once)
+    digits: int = 0  # verdicts given
+    verdicts: Counter[str] = field(default_factory=Counter)  # by kind, and "unseparable" images
+    refused: int = 0
+    seconds: float = 0.0
+    flagged: bool = False  # a digit flagged (at alpha) or an image unseparable
+    fdr: float | None = None
+    tested: list[str] = field(default_factory=list)  # with --fdr: each digit's name, and its p-value below
+    p_values: list[float] = field(default_factory=list)
+    selected: list[str] = field(default_factory=list)
+    results: list[ImageResult] = field(default_factory=list)  # kept for the table only
+
+    def summary(self) -> str:
+        """One line: screened, flagged by kind, refused, images/s."""
+        flagged = {k: n for k, n in self.verdicts.items() if k != "clean"}
+        kinds = ", ".join(f"{n:,} {k}" for k, n in sorted(flagged.items(), key=lambda kn: -kn[1]))
+        rate = self.inputs / self.seconds if self.seconds > 0 else 0.0
+        digits = f" ({self.digits:,} digits)" if self.digits != self.inputs else ""
+        return (f"screened {self.inputs:,} inputs{digits} in {self.seconds:.1f} s ({rate:,.0f} images/s): "
+                f"{self.verdicts['clean']:,} clean, {sum(flagged.values()):,} flagged"
+                + (f" ({kinds})" if kinds else "") + f", {self.refused:,} refused")
+
+    def fdr_line(self) -> str:
+        return (f"FDR {self.fdr:g}: Benjamini-Hochberg selects {len(self.selected):,} of {len(self.tested):,} "
+                "digits (the final JSON record lists them)")
+
+
 def run_detect(guard: Guard, files: list[str], problems: list[tuple[str, str]], *, digits: str,
-               as_json: bool, wide: bool = False) -> list[ImageResult]:
-    """Screen ``files`` (``problems``: inputs already found bad; files that cannot be read are added to it, each
-    reported on stderr in one line) and print the results; returns them. The table fits a terminal's width
-    unless ``wide``; to a pipe or a file it is printed in full."""
+               as_json: bool, wide: bool = False, out_path: str | None = None, fdr: float | None = None,
+               stdin: IO[bytes] | None = None, total: int | None = None, numba: bool = False) -> DetectRun:
+    """Screen ``files`` (``problems``: inputs already found bad, reported already on stderr; inputs that cannot be
+    read are added to it, each reported on stderr in one line and, with ``--json``/``--out``, as an error record)
+    a chunk at a time. With ``as_json`` or ``out_path`` each chunk's records are written as it finishes; else the
+    table is printed at the end (it fits a terminal's width unless ``wide``). ``fdr``: the BH selection at this
+    level over every digit's combined p-value, written last. ``numba``: load the numba kernels in the background
+    and move the guard to them once loaded (the first chunks use the NumPy twins: the same results, and the first
+    records come without waiting for numba). Raises InputError for an ``--out`` it cannot write."""
     from edgeguard.cli import BATCH, _progress, err, out
 
-    results: list[ImageResult] = []
-    with _progress(len(files)) as progress:
-        task = progress.add_task("screen", total=len(files))
-        for start in range(0, len(files), BATCH):
-            prepared: list[Prepared] = []
-            sources: list[str | None] = []
-            for file in files[start : start + BATCH]:
-                try:
-                    prepared.append(_prepare(file, digits))
-                    sources.append(file)
-                except InputError as e:
-                    problems.append((file, e.reason))
-                    err.print(f"error: {e}", markup=False)
-            if prepared:
-                results += screen_prepared(guard, prepared, sources)
-            progress.advance(task, len(files[start : start + BATCH]))
-    if as_json:
-        for result in results:
-            for record in result.records():
-                out.print(json.dumps(record), markup=False)
-    elif results:
-        fit = out.is_terminal and not wide  # piped or captured: the whole table, for the reader to scroll or cut
-        grid = table(results, out.width if fit else None)
-        width = out.width
+    run = DetectRun(fdr=fdr)
+    sink = open_sink(out_path, out.file, out.on_broken_pipe) if as_json or out_path else None
+    if sink is not None:
+        sink.write([{"source": raw, "error": str(InputError(problem, raw))} for raw, problem in problems])
+    run.refused = len(problems)
+    total = count_inputs(files) if total is None else total
+    start = time.perf_counter()
+    loading = _load_numba() if numba else None
+    items = iter_items(files, stdin)
+    with _progress(total) as progress:
+        task = progress.add_task("screen", total=total)
+        while chunk := list(itertools.islice(items, BATCH)):
+            if loading is not None and loading.is_set():
+                guard.use_kernels("numba")
+                loading = None
+            records = _screen_chunk(guard, chunk, digits, run, problems, keep=sink is None)
+            if sink is not None:
+                sink.write(records)
+            progress.advance(task, len(chunk))
+    run.seconds = time.perf_counter() - start
+    if fdr is not None:
+        chosen = benjamini_hochberg(run.p_values, fdr)
+        run.selected = [name for name, hit in zip(run.tested, chosen) if hit]
+        final = {"fdr": fdr, "tested": len(run.tested), "selected": run.selected}
+        if sink is not None and (out_path is None or out_path.lower().endswith(".jsonl")):
+            sink.write([final])
+        elif sink is not None:  # a CSV or Parquet table has no place for it: stdout
+            out.print(json.dumps(final), markup=False)
+    if sink is not None:
+        sink.close()
+    elif run.results:
+        _print_table(run.results, wide)
+        if fdr is not None:
+            out.print(f"FDR {fdr:g} selects {len(run.selected)} of {len(run.tested)}: "
+                      + (", ".join(run.selected) or "none"), markup=False)
+    err.print(run.summary(), markup=False)
+    if fdr is not None:
+        err.print(run.fdr_line(), markup=False)
+    return run
+
+
+def _load_numba() -> threading.Event:
+    """Import the numba kernels (from numba's cache, or compiled) in a daemon thread; the event is set once they
+    are loaded (never where numba fails here: the NumPy twins give the same results)."""
+    loaded = threading.Event()
+
+    def load() -> None:
         try:
-            if not fit:
-                out.width = max(width, table_width(grid))  # print() alone cannot widen the console
-            out.print(grid)
-        finally:
-            out.width = width
-    return results
+            import edgeguard.kernels  # noqa: F401
+        except Exception as e:  # numba broken here: say why at DEBUG, stay on the NumPy twins
+            logging.getLogger(__name__).debug("numba kernels not loaded: %s", e)
+            return
+        loaded.set()
+
+    threading.Thread(target=load, name="edgeguard-numba", daemon=True).start()
+    return loaded
 
 
-def _prepare(file: str, digits: str) -> Prepared:
-    image = load_image(file)
+def _screen_chunk(guard: Guard, chunk: list[Any], digits: str, run: DetectRun, problems: list[tuple[str, str]],
+                  keep: bool) -> list[dict[str, Any]]:
+    """One chunk of items screened; its records in input order (a refused input's in its place)."""
+    from edgeguard.cli import err
+
+    prepared: list[Prepared] = []
+    sources: list[str | None] = []
+    slots: list[dict[str, Any] | int] = []  # an error record, or the index of a screened input
+    for item in chunk:
+        error = item.error
+        if error is None:
+            try:
+                prepared.append(prepare(item.image, digits))
+                sources.append(item.source)
+                slots.append(len(prepared) - 1)
+                continue
+            except InputError as e:
+                error = e.with_path(item.source)
+        problems.append((item.source, error.reason))
+        run.refused += 1
+        err.print(f"error: {error}", markup=False)
+        slots.append({"source": item.source, "error": str(error)})
+    results = screen_prepared(guard, prepared, sources) if prepared else []
+    for result in results:
+        run.inputs += 1
+        run.flagged |= result.flagged
+        if result.status == "unseparable":
+            run.verdicts["unseparable"] += 1
+        for d in result.digits:
+            run.digits += 1
+            if result.status != "unseparable":
+                run.verdicts[d.screening.verdict] += 1
+            if run.fdr is not None:
+                run.tested.append(str(result.source) if result.status == "whole" else f"{result.source}#{d.index}")
+                run.p_values.append(d.screening.p_value)
+    if keep:
+        run.results += results
+        return []
+    return [r for slot in slots for r in ([slot] if isinstance(slot, dict) else results[slot].records())]
+
+
+def _print_table(results: list[ImageResult], wide: bool) -> None:
+    from edgeguard.cli import out
+
+    fit = out.is_terminal and not wide  # piped or captured: the whole table, for the reader to scroll or cut
+    grid = table(results, out.width if fit else None)
+    width = out.width
     try:
-        return prepare(image, digits)
-    except InputError as e:
-        raise e.with_path(file) from None
+        if not fit:
+            out.width = max(width, table_width(grid))  # print() alone cannot widen the console
+        out.print(grid)
+    finally:
+        out.width = width
 
 
 #: Columns of the results table, in order. Fitted to a terminal's width, ``input``, ``label``, ``purified``,

@@ -255,6 +255,14 @@ class Guard:
             raise BundleError(f"{self.bundle.path}: the bundle has no {name} calibration")
         return found
 
+    def use_kernels(self, name: str) -> None:
+        """Switch the kernel backend ("numba" or "numpy": the same results) for the calls that start after this
+        one: ``edgeguard detect`` screens its first chunks with the NumPy twins while numba loads in the
+        background, then moves to numba."""
+        if name not in KERNELS:
+            raise ValueError(f"kernels must be one of {', '.join(KERNELS)}, got {name!r}")
+        self._backend, self.kernels = kernel_backend(name), name
+
     def warmup(self) -> dict[str, float]:
         """Compiles the kernels and runs every model once; returns the seconds each step took."""
         with self._warm:

@@ -83,13 +83,15 @@ def test_kernel_backends_give_the_same_answers(images, monkeypatch):
         assert result.exit_code == 0, result.output
         answers[choice] = [(r["source"], r["verdict"], r["labels"]) for r in json_lines(result.stdout)]
     assert answers["numba"] == answers["numpy"] == answers["auto"]
+    from edgeguard import cli_detect
+
     chosen = []
 
-    def record_choice(*args, kernels, **kwargs):
-        chosen.append(kernels)
+    def record_choice(guard, *args, numba, **kwargs):
+        chosen.append("numba" if numba else guard.kernels)
         raise cli.typer.Exit(0)
 
-    monkeypatch.setattr(cli, "load_guard", record_choice)
+    monkeypatch.setattr(cli_detect, "run_detect", record_choice)
     run("detect", images)
     monkeypatch.setattr(cli, "NUMBA_MIN_IMAGES", 2)
     run("detect", images)
@@ -118,11 +120,18 @@ def test_bad_inputs_are_reported_and_the_rest_still_screened(images, tmp_path):
     missing = tmp_path / "missing.png"
     result = run("detect", images / "d0.png", bad, missing, str(tmp_path / "none*.png"), images / "d1.png", "--json")
     assert result.exit_code == 2
-    assert len(json_lines(result.stdout)) == 2  # the good files are still screened
-    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    rows = json_lines(result.stdout)
+    assert len([r for r in rows if "verdict" in r]) == 2  # the good files are still screened
+    refused = {r["source"]: r["error"] for r in rows if "error" in r}  # and each refused one is a record
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    errors, summary = lines[:-1], lines[-1]
     for name in ("empty.png", "text.png", "cut.png", "blank.png", "nan.npy", "missing.png", "none*.png"):
         assert sum(name in line for line in errors) == 1, (name, errors)
+        (source,) = [s for s in refused if s.endswith(name)]
+        assert f"error: {refused[source]}" in errors  # the same one line as on stderr
+    assert len(refused) == 7
     assert all(line.startswith("error: ") for line in errors)
+    assert summary.startswith("screened 2 inputs") and summary.endswith("7 refused"), summary
 
 
 def test_fail_on_flagged(images):
