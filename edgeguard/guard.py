@@ -17,7 +17,7 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -61,9 +61,15 @@ class Verdict:
         return self.verdict != "clean"
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        """JSON-ready: every field in order (tuples as lists, the dicts copied), then ``flagged``. Built field by
+        field: ``dataclasses.asdict`` deep-copies each value, which took a third of ``edgeguard detect``'s time."""
+        d = {f.name: getattr(self, f.name) for f in _VERDICT_FIELDS}
+        d["scores"], d["p_values"] = dict(self.scores), dict(self.p_values)
         d["labels"], d["reasons"], d["flagged"] = list(self.labels), list(self.reasons), self.flagged
         return d
+
+
+_VERDICT_FIELDS = fields(Verdict)
 
 
 @dataclass

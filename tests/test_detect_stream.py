@@ -271,3 +271,27 @@ def test_numba_is_taken_up_between_chunks_with_the_same_results(batch, monkeypat
     monkeypatch.undo()
     with_numpy = records(run("detect", batch / "b.npy", "--json", "--kernels", "numpy").stdout)
     assert with_numba == with_numpy
+
+
+def test_verdict_to_dict_is_asdict_with_lists(guard, mnist):
+    from dataclasses import asdict
+
+    for v in guard.screen(mnist.test_x[:20]):
+        expected = asdict(v)
+        expected["labels"], expected["reasons"], expected["flagged"] = list(v.labels), list(v.reasons), v.flagged
+        got = v.to_dict()
+        assert got == expected and list(got) == list(expected)
+        got["scores"]["x"] = 1.0
+        assert "x" not in v.scores  # a copy, not the verdict's own dict
+
+
+def test_chunks_start_small_and_grow(batch, mnist, monkeypatch):
+    from edgeguard import cli_detect
+
+    np.save(batch / "big.npy", np.resize(mnist.test_x, (300, 28, 28)))
+    sizes = []
+    real_chunk = cli_detect._screen_chunk
+    monkeypatch.setattr(cli_detect, "_screen_chunk", lambda g, chunk, *a, **k: (sizes.append((len(chunk), g.kernels)),
+                                                                               real_chunk(g, chunk, *a, **k))[1])
+    assert run("detect", batch / "big.npy", "--json", "--kernels", "numpy").exit_code == 0
+    assert sizes == [(32, "numpy"), *[(64, "numpy")] * 4, (12, "numpy")]
