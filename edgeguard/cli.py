@@ -192,7 +192,7 @@ def detect(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per digit (per image of one digit), "
                                                        "a chunk at a time; a refused input is {source, error}."),
     out_file: str | None = typer.Option(None, "--out", help="Write the records to this .jsonl, .csv or .parquet "
-                                                            "file (parquet: pip install 'edgeguard[parquet]')."),
+                                                            "file (parquet: pip install 'edgeguard\\[parquet]')."),
     fdr: float | None = typer.Option(None, "--fdr", min=1e-6, max=1.0,
                                      help="Also select, at the end, the digits Benjamini-Hochberg picks at this "
                                           "false-discovery rate over the run's p-values (a final JSON record "

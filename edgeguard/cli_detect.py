@@ -30,7 +30,7 @@ from edgeguard.detect_output import open_sink
 from edgeguard.errors import InputError
 from edgeguard.fdr import benjamini_hochberg
 from edgeguard.guard import Guard, Verdict
-from edgeguard.sheet import ImageResult, Prepared, prepare, screen_prepared
+from edgeguard.sheet import ImageResult, Prepared, prepare_many, screen_prepared
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -154,16 +154,18 @@ def _screen_chunk(guard: Guard, chunk: list[Any], digits: str, run: DetectRun, p
     prepared: list[Prepared] = []
     sources: list[str | None] = []
     slots: list[dict[str, Any] | int] = []  # an error record, or the index of a screened input
+    readable = [item for item in chunk if item.error is None]
+    made = iter(prepare_many([item.image for item in readable], digits))
     for item in chunk:
         error = item.error
         if error is None:
-            try:
-                prepared.append(prepare(item.image, digits))
+            done = next(made)
+            if isinstance(done, Prepared):
+                prepared.append(done)
                 sources.append(item.source)
                 slots.append(len(prepared) - 1)
                 continue
-            except InputError as e:
-                error = e.with_path(item.source)
+            error = done.with_path(item.source)
         problems.append((item.source, error.reason))
         run.refused += 1
         err.print(f"error: {error}", markup=False)

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from edgeguard.contract import SIDE
+from edgeguard.contrast import standardize
 from edgeguard.decode import load_image, to_gray01
 from edgeguard.errors import InputError
 from edgeguard.guard import Guard, Verdict
@@ -32,7 +33,7 @@ from edgeguard.normalize import preprocess
 from edgeguard.regions import PAGE, Box, cut_digits, find_regions, frame_gray
 
 __all__ = ["DIGIT_MODES", "MAX_DIGITS", "REGIONS_CALIBRATION", "STATUSES", "FoundDigit", "ImageResult", "Prepared",
-           "regions_calibration", "screen_regions", "screen_image", "prepare", "screen_prepared"]
+           "regions_calibration", "screen_regions", "screen_image", "prepare", "prepare_many", "screen_prepared"]
 
 DIGIT_MODES = ("auto", "one", "all")
 MAX_DIGITS = 64  # most digits screened in one image (the largest regions are kept)
@@ -181,6 +182,27 @@ def prepare(image: np.ndarray, digits: str = "auto", max_digits: int = MAX_DIGIT
         if not images:
             raise
         return Prepared("digits", _stack(images), tuple(boxes), size)
+
+
+def prepare_many(images: list[np.ndarray], digits: str = "auto") -> list[Prepared | InputError]:
+    """``prepare`` of each image, or the InputError it raised; the 28x28 uint8 ones (a folder of MNIST-style files,
+    the rows of a batch) made standard in one call (``contrast.standardize`` works row by row: the same pixels as
+    one call per image, for less)."""
+    results: list[Prepared | InputError | None] = [None] * len(images)
+    square = [i for i, image in enumerate(images) if image.shape == (SIDE, SIDE) and image.dtype == np.uint8]
+    if square:
+        x = np.stack([images[i] for i in square]).astype(np.float32) / np.float32(255)
+        framed, blank = standardize(x.reshape(len(square), SIDE * SIDE))
+        for row, (i, is_blank) in enumerate(zip(square, blank.tolist())):
+            if not is_blank:  # a blank one is refused by prepare below, in its own words
+                results[i] = Prepared("whole", framed[row].reshape(1, SIDE, SIDE), ((0, 0, SIDE, SIDE),), (SIDE, SIDE))
+    for i, done in enumerate(results):
+        if done is None:
+            try:
+                results[i] = prepare(images[i], digits)
+            except InputError as err:
+                results[i] = err
+    return [r for r in results if r is not None]
 
 
 def screen_prepared(guard: Guard, prepared: list[Prepared], sources: list[str | None],

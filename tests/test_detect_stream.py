@@ -295,3 +295,23 @@ def test_chunks_start_small_and_grow(batch, mnist, monkeypatch):
                                                                                real_chunk(g, chunk, *a, **k))[1])
     assert run("detect", batch / "big.npy", "--json", "--kernels", "numpy").exit_code == 0
     assert sizes == [(32, "numpy"), *[(64, "numpy")] * 4, (12, "numpy")]
+
+
+def test_prepare_many_is_prepare_of_each(mnist):
+    from edgeguard.errors import InputError
+    from edgeguard.sheet import prepare, prepare_many
+
+    faint = (mnist.test_x[1] // 4).astype(np.uint8)
+    photo = cv2.resize(255 - mnist.test_x[2], (90, 90))
+    images = [mnist.test_x[0], 255 - mnist.test_x[3], faint, np.zeros((28, 28), np.uint8),
+              mnist.test_x[4] / np.float32(255), photo, np.full((28, 28), 200, np.uint8), mnist.test_x[5]]
+    got = prepare_many(images)
+    assert len(got) == len(images)
+    for image, one in zip(images, got):
+        try:
+            expected = prepare(image)
+        except InputError as e:
+            assert isinstance(one, InputError) and str(one) == str(e)
+            continue
+        assert one.status == expected.status and one.boxes == expected.boxes and one.size == expected.size
+        assert np.array_equal(one.images, expected.images) and one.images.dtype == expected.images.dtype
