@@ -33,7 +33,7 @@ FIGURES = ["distinct_labels.png", "roc_attacks.png", "roc_signals_pgd.png", "roc
            "risk_coverage.png", "confidence_vs_loss.png", "examples.png", "adaptive.png"]
 ATTACKS = ["FGSM eps=0.05", "FGSM eps=0.1", "FGSM eps=0.2", "FGSM eps=0.3", "PGD-Linf eps=0.3", "C&W-L2",
            "L-BFGS (targeted)"]
-OOD = ["Fashion-MNIST", "Gaussian noise", "uniform noise", "letters & symbols"]
+OOD = ["Fashion-MNIST", "Gaussian noise", "uniform noise", "letters & symbols", "frames & lines"]
 
 
 @pytest.fixture(scope="module")

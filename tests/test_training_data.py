@@ -66,3 +66,15 @@ def test_recipe_ablation_quick(tmp_path, mnist_files):
     for signal in ("recon_mse", "posterior_spread", "low_confidence", "kl", "mismatch"):
         assert set(line[signal]) == {"clean", "fgsm0.1", "fgsm0.3", "non_digits", "captured"}
     assert (tmp_path / "results.jsonl").read_text().count("\n") == 1
+
+
+def test_clutter_shapes_are_what_a_page_holds_besides_digits():
+    from train.outliers import CLUTTER_KINDS, clutter_shapes, non_digits
+
+    images, kinds = clutter_shapes(200, 3)
+    assert images.shape == (200, 28, 28) and images.dtype == np.float32
+    assert set(kinds) == set(CLUTTER_KINDS) and 0.0 <= images.min() and images.max() <= 1.0
+    assert np.array_equal(clutter_shapes(20, 3)[0], images[:20])  # seeded
+    assert not np.array_equal(clutter_shapes(20, 4)[0], images[:20])
+    # the default kinds (and so the signal selection's held-out shapes) are drawn as before
+    assert set(non_digits(100, 3)[1]).isdisjoint(CLUTTER_KINDS)

@@ -4,6 +4,11 @@ They stand in for "things that are not digits" wherever a choice needs them (cho
 signals on held-out data, and training). They are kept apart from the out-of-distribution sets that the
 robustness report measures on: no font glyphs (the report renders letters and symbols with OpenCV's
 Hershey fonts), no Fashion-MNIST test images, and seeds of their own.
+
+``clutter_shapes`` draws what a camera's region finder may cut out of a page besides digits (rectangles and
+frames, straight line segments, corners, pieces of shapes): the training recipe's outlier exposure
+(``--real-world``) uses them with its seeds, the robustness report measures them as a test set with seeds of its
+own (the report's ``frames & lines``).
 """
 
 from __future__ import annotations
@@ -60,16 +65,56 @@ def _grid(canvas: np.ndarray, rng: np.random.Generator, thick: int) -> None:
             cv2.line(canvas, (16, v), (CANVAS - 16, v), 255, thick)
 
 
-_DRAW = {"scribble": _scribble, "ellipse": _ellipse, "polygon": _polygon, "cross": _cross, "grid": _grid}
+def _rectangle(canvas: np.ndarray, rng: np.random.Generator, thick: int) -> None:
+    w, h = int(rng.integers(24, 72)), int(rng.integers(24, 72))
+    x, y = int(rng.integers(12, CANVAS - 12 - w)), int(rng.integers(12, CANVAS - 12 - h))
+    corners = np.array([[x, y], [x + w, y], [x + w, y + h], [x, y + h]], np.float32)
+    turn = cv2.getRotationMatrix2D((x + w / 2, y + h / 2), float(rng.uniform(-12, 12)), 1.0)
+    points = (corners @ turn[:, :2].T + turn[:, 2]).astype(np.int32)
+    cv2.polylines(canvas, [points], True, 255, thick, cv2.LINE_AA)
 
 
-def non_digits(n: int, seed: int) -> tuple[np.ndarray, list[str]]:
+def _frame(canvas: np.ndarray, rng: np.random.Generator, thick: int) -> None:
+    """Two or three sides of a box (a frame cut by the edge of the view, or a box drawn open)."""
+    x0, y0 = int(rng.integers(12, 36)), int(rng.integers(12, 36))
+    x1, y1 = int(rng.integers(60, CANVAS - 12)), int(rng.integers(60, CANVAS - 12))
+    sides = [((x0, y0), (x1, y0)), ((x1, y0), (x1, y1)), ((x1, y1), (x0, y1)), ((x0, y1), (x0, y0))]
+    for i in rng.choice(4, size=int(rng.integers(2, 4)), replace=False):
+        cv2.line(canvas, sides[i][0], sides[i][1], 255, thick, cv2.LINE_AA)
+
+
+def _segment(canvas: np.ndarray, rng: np.random.Generator, thick: int) -> None:
+    """One straight line segment, at most 45 degrees off level (a 1 leans less than that)."""
+    angle = rng.uniform(-np.pi / 4, np.pi / 4)
+    length = rng.uniform(30, 44)
+    dx, dy = length * np.cos(angle), length * np.sin(angle)
+    cv2.line(canvas, (int(48 - dx), int(48 - dy)), (int(48 + dx), int(48 + dy)), 255, thick, cv2.LINE_AA)
+
+
+def _corner(canvas: np.ndarray, rng: np.random.Generator, thick: int) -> None:
+    """Two strokes meeting at about a right angle (an L), or an arc of a circle (a piece of a shape)."""
+    if rng.random() < 0.5:
+        x, y = (int(v) for v in rng.integers(16, 32, 2))
+        a, b = (int(v) for v in rng.integers(40, 70, 2))
+        cv2.polylines(canvas, [np.array([[x + a, y], [x, y], [x, y + b]], np.int32)], False, 255, thick, cv2.LINE_AA)
+    else:
+        start = int(rng.integers(0, 360))
+        cv2.ellipse(canvas, (48, 48), (int(rng.integers(20, 40)),) * 2, 0.0, start, start + int(rng.integers(60, 150)),
+                    255, thick, cv2.LINE_AA)
+
+
+_DRAW = {"scribble": _scribble, "ellipse": _ellipse, "polygon": _polygon, "cross": _cross, "grid": _grid,
+         "rectangle": _rectangle, "frame": _frame, "segment": _segment, "corner": _corner}
+CLUTTER_KINDS = ("rectangle", "frame", "segment", "corner")
+
+
+def non_digits(n: int, seed: int, kinds_drawn: tuple[str, ...] = KINDS) -> tuple[np.ndarray, list[str]]:
     """n MNIST-style float32 images (n, 28, 28) in [0, 1] of synthetic non-digits, and the kind of each."""
     rng = np.random.default_rng(seed)
     images: list[np.ndarray] = []
     kinds: list[str] = []
     while len(images) < n:
-        kind = KINDS[int(rng.integers(len(KINDS)))]
+        kind = kinds_drawn[int(rng.integers(len(kinds_drawn)))]
         canvas = np.zeros((CANVAS, CANVAS), np.uint8)
         _DRAW[kind](canvas, rng, int(rng.integers(2, 8)))
         try:
@@ -78,3 +123,8 @@ def non_digits(n: int, seed: int) -> tuple[np.ndarray, list[str]]:
             continue
         kinds.append(kind)
     return np.stack(images).astype(np.float32), kinds
+
+
+def clutter_shapes(n: int, seed: int) -> tuple[np.ndarray, list[str]]:
+    """``non_digits`` of the kinds a camera's page holds besides digits (``CLUTTER_KINDS``)."""
+    return non_digits(n, seed, CLUTTER_KINDS)

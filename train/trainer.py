@@ -43,7 +43,7 @@ from train.capture import capture, mixed
 from train.data import load_mnist
 from train.glyphs import glyphs
 from train.models import LATENT_DIM, VAE, Classifier, LogitMean, prior_kl, uniform_cross_entropy, vae_loss
-from train.outliers import non_digits
+from train.outliers import clutter_shapes, non_digits
 
 log = logging.getLogger(__name__)
 
@@ -150,9 +150,10 @@ class Exposure:
     def build(cls, cfg: TrainConfig) -> Exposure | None:
         if not cfg.outliers:
             return None
-        shapes, _ = non_digits(cfg.outliers // 2, cfg.outlier_seed + cfg.seed)
-        letters, _ = glyphs(cfg.outliers - len(shapes), cfg.outlier_seed + cfg.seed + 1)
-        pool = torch.from_numpy(np.concatenate([shapes, letters])).unsqueeze(1)
+        shapes, _ = non_digits(cfg.outliers // 3, cfg.outlier_seed + cfg.seed)
+        clutter, _ = clutter_shapes(cfg.outliers // 6, cfg.outlier_seed + cfg.seed + 2)
+        letters, _ = glyphs(cfg.outliers - len(shapes) - len(clutter), cfg.outlier_seed + cfg.seed + 1)
+        pool = torch.from_numpy(np.concatenate([shapes, clutter, letters])).unsqueeze(1)
         return cls(pool, cfg.outlier_batch, cfg.oe_vae_weight, cfg.oe_clf_weight)
 
     def sample(self, gen: torch.Generator) -> torch.Tensor:

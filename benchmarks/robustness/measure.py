@@ -30,8 +30,10 @@ from edgeguard.normalize import preprocess
 from export.measure import analyze_all
 from train import attacks as A
 from train.data import load_fashion_mnist
+from train.outliers import clutter_shapes
 
 ALPHA = 0.01
+CLUTTER_SEED = 31_000  # added to the report's seed for its frames & lines (training uses 7000 and up)
 FGSM_EPS = (0.05, 0.1, 0.2, 0.3)
 PGD = dict(eps=0.3, steps=40, step_size=0.01)  # torchattacks.PGD, random start
 PGD_NAME = f"PGD-Linf eps={PGD['eps']}"
@@ -147,6 +149,8 @@ def ood_sets(n: int, mnist_test: np.ndarray, seed: int) -> dict[str, np.ndarray]
         "Gaussian noise": np.clip(rng.normal(*GAUSSIAN_NOISE, (n, SIDE, SIDE)), 0, 1).astype(np.float32),
         "uniform noise": rng.random((n, SIDE, SIDE), dtype=np.float32),
         "letters & symbols": letters,
+        # what a camera's page holds besides digits (train/outliers.py), with a seed no training run uses
+        "frames & lines": clutter_shapes(n, seed + CLUTTER_SEED)[0],
     }
 
 

@@ -247,7 +247,10 @@ def _ood(r: Results, add) -> None:
         f"noise N({mean:g}, {sd:g}^2) clipped to [0,1], uniform noise, and letters/symbols rendered with OpenCV "
         f"Hershey fonts, which no model was trained on (random font, size, "
         f"stroke, +-{LETTER_ROTATION:g} deg rotation), made MNIST-style by `edgeguard.normalize.preprocess`; "
-        f"characters that read as digits are left out ({''.join(sorted(DIGIT_LIKE))}). `max softmax` is the "
+        f"characters that read as digits are left out ({''.join(sorted(DIGIT_LIKE))}); and frames & lines, "
+        "what a camera's page holds besides digits (rectangles, open frames, slanted line segments, "
+        "corners and arcs: `train/outliers.clutter_shapes`, with a seed no training run uses). "
+        "`max softmax` is the "
         "Hendrycks & Gimpel (2017) baseline (score 1 - max softmax, the same numbers as `low_confidence`).\n")
     ood_cols = ["max softmax"] + signals + ["combined (1 - p)"]
     c = dict(clean_scores)
