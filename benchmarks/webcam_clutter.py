@@ -190,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     runs = [measure_seed(guard, seed, args.scenes, pool) for seed in args.seeds]
     pooled = {"all": combine([r["all"] for r in runs]),
               "speed": {"fps": round(statistics.median(r["speed"]["fps"] for r in runs), 1),
-                        "fps_cpu": statistics.median(r["speed"]["fps_cpu"] or 0.0 for r in runs)}}
+                        "fps_cpu": round(statistics.median(r["speed"]["fps_cpu"] or 0.0 for r in runs), 1)}}
     report = {"command": shlex.join(["python", "-m", "benchmarks.webcam_clutter", *(argv or sys.argv[1:])]),
               "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine_info(cpu),
               "bundle": bundle_info(guard), "scenes_per_case": args.scenes, "frames_per_scene": FRAMES_PER_SCENE,

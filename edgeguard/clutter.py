@@ -106,8 +106,11 @@ def frame_shaped(ink: np.ndarray, cover: float = 0.85) -> bool:
     of the positions or more. A digit is round at its box's sides (a "0" touches each side over about half its
     length); a drawn rectangle runs along all four."""
     band = side_width(ink.shape)
-    sides = (ink[:band].any(0), ink[-band:].any(0), ink[:, :band].any(1), ink[:, -band:].any(1))
-    return sum(float(side.mean()) >= cover for side in sides) >= 3
+    level = [float(ink[:band].any(0).mean()) >= cover, float(ink[-band:].any(0).mean()) >= cover]
+    if not any(level):  # three sides of four hold a level one: the upright ones need not be looked at
+        return False
+    upright = [float(ink[:, :band].any(1).mean()) >= cover, float(ink[:, -band:].any(1).mean()) >= cover]
+    return sum(level) + sum(upright) >= 3
 
 
 def hollow_frames(labels: np.ndarray, stats: np.ndarray, min_h: float) -> tuple[np.ndarray, np.ndarray]:
@@ -214,7 +217,8 @@ def lines(mask: np.ndarray, length: float, tilt: float = 10.0, most: int = 16, b
     that broke it."""
     opened = cv2.morphologyEx(mask, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (bar, 1)))
     count, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(opened, 8, cv2.CV_32S, cv2.CCL_BBDT)
-    pieces = np.flatnonzero(stats[1:, 2] >= max(15, length / 2)) + 1
+    widths, heights = stats[1:, 2], stats[1:, 3]  # long pieces, and thin as a line is
+    pieces = np.flatnonzero((widths >= max(15, length / 2)) & (heights <= 0.2 * widths + 6)) + 1
     if pieces.size == 0 or stats[pieces, 2].sum() < length / 2:
         return []
     point_x, point_y, point_run = [], [], []
