@@ -71,7 +71,7 @@ class DetectRun:
 
     def fdr_line(self) -> str:
         return (f"FDR {self.fdr:g}: Benjamini-Hochberg selects {len(self.selected):,} of {len(self.tested):,} "
-                "digits (the final JSON record lists them)")
+                "digits over the run's combined p-values")
 
 
 def run_detect(guard: Guard, files: list[str], problems: list[tuple[str, str]], *, digits: str,
