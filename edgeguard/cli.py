@@ -228,8 +228,8 @@ def detect(
         from edgeguard.kernel_cache import kernels_cached
 
         if not kernels_cached():
-            err.print("note: compiling the numba kernels (the first run after an install, about 10 s); "
-                      "later runs load them from numba's cache", markup=False)
+            err.print("note: compiling the numba kernels (the first run after an install, about 10 s; the NumPy "
+                      "kernels screen meanwhile); later runs load them from numba's cache", markup=False)
     numba = kernels is Kernels.numba  # loaded in the background while the first chunks use the NumPy twins
     guard = load_guard(bundle, providers, k, seed, alpha, kernels="numpy" if numba else kernels.value)
     if guard.calibration is None:
