@@ -205,8 +205,7 @@ def _regions(gray: np.ndarray, labels: np.ndarray, stats: np.ndarray,
     cut = None
     if finder.drop_frames:  # the edge of a hand, a page or a window next to a digit would merge with it
         cut = np.concatenate([[False], area == 0])[labels]  # lines and frames cut out of the ink
-        index = np.array([i for i in index if h[i] < min_h or on_paper(gray, (x[i], y[i], w[i], h[i]), cut)],
-                         np.int64)
+        index = np.array([i for i in index if on_paper(gray, (x[i], y[i], w[i], h[i]), cut)], np.int64)
     if index.size > finder.max_candidates:
         index = index[np.argsort(-area[index], kind="stable")[: finder.max_candidates]]
     boxes = np.stack([x[index], y[index], x[index] + w[index], y[index] + h[index]], axis=1)
