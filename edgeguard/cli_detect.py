@@ -93,7 +93,7 @@ def run_detect(guard: Guard, files: list[str], problems: list[tuple[str, str]], 
     run.refused = len(problems)
     total = count_inputs(files) if total is None else total
     start = time.perf_counter()
-    loading = _load_numba() if numba else None
+    loading, loader = _load_numba() if numba else (None, None)
     items = iter_items(files, stdin)
     with _progress(total) as progress:
         task = progress.add_task("screen", total=total)
@@ -126,12 +126,15 @@ def run_detect(guard: Guard, files: list[str], problems: list[tuple[str, str]], 
     err.print(run.summary(), markup=False)
     if fdr is not None:
         err.print(run.fdr_line(), markup=False)
+    if loader is not None:
+        loader.join()  # a first compile ends and is cached (the results are all out already)
     return run
 
 
-def _load_numba() -> threading.Event:
-    """Import the numba kernels (from numba's cache, or compiled) in a daemon thread; the event is set once they
-    are loaded (never where numba fails here: the NumPy twins give the same results)."""
+def _load_numba() -> tuple[threading.Event, threading.Thread]:
+    """Import the numba kernels (from numba's cache, or compiled) in a thread; the event is set once they are
+    loaded (never where numba fails here: the NumPy twins give the same results). ``run_detect`` joins the thread
+    before it returns, so a first compile finishes and fills numba's cache even when the run is shorter."""
     loaded = threading.Event()
 
     def load() -> None:
@@ -142,8 +145,9 @@ def _load_numba() -> threading.Event:
             return
         loaded.set()
 
-    threading.Thread(target=load, name="edgeguard-numba", daemon=True).start()
-    return loaded
+    thread = threading.Thread(target=load, name="edgeguard-numba", daemon=True)
+    thread.start()
+    return loaded, thread
 
 
 def _screen_chunk(guard: Guard, chunk: list[Any], digits: str, run: DetectRun, problems: list[tuple[str, str]],

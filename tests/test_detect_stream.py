@@ -246,8 +246,11 @@ def test_numba_is_taken_up_between_chunks_with_the_same_results(batch, monkeypat
     from edgeguard import cli, cli_detect
     from edgeguard.guard import Guard
 
-    assert cli_detect._load_numba().wait(timeout=120)  # the real loader: numba's kernels, in a thread
-    ready = threading.Event()
+    loaded, loader = cli_detect._load_numba()  # the real loader: numba's kernels, in a thread
+    loader.join(timeout=120)
+    assert loaded.is_set()
+    ready, idle = threading.Event(), threading.Thread(target=lambda: None)
+    idle.start()
     moves = []
     real_use = Guard.use_kernels
 
@@ -256,7 +259,7 @@ def test_numba_is_taken_up_between_chunks_with_the_same_results(batch, monkeypat
         real_use(self, name)
 
     monkeypatch.setattr(cli, "BATCH", 4)
-    monkeypatch.setattr(cli_detect, "_load_numba", lambda: ready)
+    monkeypatch.setattr(cli_detect, "_load_numba", lambda: (ready, idle))
     monkeypatch.setattr(Guard, "use_kernels", use_kernels)
     real_chunk = cli_detect._screen_chunk
 
@@ -315,3 +318,31 @@ def test_prepare_many_is_prepare_of_each(mnist):
             continue
         assert one.status == expected.status and one.boxes == expected.boxes and one.size == expected.size
         assert np.array_equal(one.images, expected.images) and one.images.dtype == expected.images.dtype
+
+
+def test_a_run_shorter_than_the_numba_load_waits_for_it(batch, monkeypatch):
+    """A first compile that outlasts the run still ends (and fills numba's cache) before detect returns."""
+    import threading
+    import time
+
+    from edgeguard import cli_detect
+
+    release, finished = threading.Event(), []
+
+    def slow_load():
+        release.wait(timeout=60)
+        time.sleep(0.5)  # still loading when the run is over
+        finished.append(True)
+
+    loader = threading.Thread(target=slow_load, daemon=True)
+    loader.start()
+    monkeypatch.setattr(cli_detect, "_load_numba", lambda: (threading.Event(), loader))
+    real_print = cli_detect.DetectRun.summary
+
+    def summary(self):
+        release.set()  # the run is over: the load may end now, and detect must wait for it
+        return real_print(self)
+
+    monkeypatch.setattr(cli_detect.DetectRun, "summary", summary)
+    assert run("detect", batch / "b.npy", "--json", "--kernels", "numba").exit_code == 0
+    assert finished == [True]
