@@ -65,7 +65,7 @@ CASES: dict[str, Case] = {
     "tiny_1x1": Case("tiny_1x1.png", "1x1 PNG", "refused", "no digit found"),
     "all_black": Case("all_black.png", "all-black 64x64 PNG", "refused", "no digit found"),
     "all_white": Case("all_white.png", "all-white 64x64 PNG", "refused", "no digit found"),
-    "npy_wrong_shape": Case("wrong_shape.npy", ".npy shaped (3, 28, 28)", "refused", "shape"),
+    "npy_wrong_shape": Case("wrong_shape.npy", ".npy shaped (2, 3, 28, 28)", "refused", "shape"),
     "npy_wrong_dtype": Case("wrong_dtype.npy", ".npy of complex64", "refused", "dtype"),
     "npy_nan": Case("nan.npy", ".npy holding a NaN", "refused", "NaN"),
     "npy_inf": Case("inf.npy", ".npy holding +inf", "refused", "infinite"),
@@ -178,7 +178,7 @@ def _build(name: str, path: pathlib.Path, dest: pathlib.Path) -> bool:
     elif name == "all_white":
         path.write_bytes(_encode(".png", np.full((64, 64), 255, np.uint8)))
     elif name == "npy_wrong_shape":
-        np.save(path, np.zeros((3, SIDE, SIDE), np.uint8))
+        np.save(path, np.zeros((2, 3, SIDE, SIDE), np.uint8))  # (N, 28, 28) is a batch `detect` screens
     elif name == "npy_wrong_dtype":
         np.save(path, np.zeros((SIDE, SIDE), np.complex64))
     elif name == "npy_nan":

@@ -52,9 +52,13 @@ def test_detect_reports_each_bad_file_once_and_screens_the_rest(corpus):
     assert result.exit_code == 2
     assert "Traceback" not in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
-    errors = [line for line in result.stderr.splitlines() if line.strip()]
-    assert all(line.startswith("error: ") for line in errors), errors
-    verdicts = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(lines) == len(errors) + 1 and lines[-1].startswith("screened "), lines  # one summary at the end
+    records = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    verdicts = [r for r in records if "error" not in r]
+    # each refusal is a JSON record too, with stderr's message
+    assert sorted(f"error: {r['error']}" for r in records if "error" in r) == sorted(errors)
     for name, path in paths.items():
         case = CASES[name]
         expect = case.cli_expect or case.expect
@@ -78,10 +82,12 @@ def test_detect_each_bad_file_next_to_a_good_one(corpus, name):
     with rel.unreadable(paths["unreadable"]):
         result = runner.invoke(app, ["detect", "--json", os.fspath(paths[name]), os.fspath(paths["good_png"])])
     assert result.exit_code == 2
-    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and errors[0].startswith(f"error: {paths[name]}: ")
     assert CASES[name].fragment.lower() in errors[0].lower()
-    assert [json.loads(line)["source"] for line in result.stdout.splitlines()] == [os.fspath(paths["good_png"])]
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["source"] for r in records if "error" not in r] == [os.fspath(paths["good_png"])]
+    assert [f"error: {r['error']}" for r in records if "error" in r] == errors
 
 
 def test_really_unreadable_file_in_a_real_process(tmp_path):
@@ -94,8 +100,11 @@ def test_really_unreadable_file_in_a_real_process(tmp_path):
                                    os.fspath(paths["unreadable"]), os.fspath(paths["good_npy"])],
                          capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert run.returncode == 2, run.stderr
-    assert run.stderr.splitlines() == [f"error: {paths['unreadable']}: permission denied (cannot read the file)"]
-    assert json.loads(run.stdout)["source"] == os.fspath(paths["good_npy"])
+    lines = run.stderr.splitlines()
+    assert lines[0] == f"error: {paths['unreadable']}: permission denied (cannot read the file)"
+    assert len(lines) == 2 and lines[1].startswith("screened ") and "1 refused" in lines[1]
+    records = [json.loads(line) for line in run.stdout.splitlines()]
+    assert [r["source"] for r in records if "error" not in r] == [os.fspath(paths["good_npy"])]
 
 
 # --------------------------------------------------------------------------- the corpus, through the API

@@ -219,7 +219,7 @@ def staged_screen(guard, images, clock: dict[str, float]):
                           blank=blank)
     t6 = time.perf_counter()
     verdicts = make_verdicts(screening, *guard.calibration.p_values(screening.signals, kernels), guard.alpha,
-                             kind_rule=guard.bundle.info.kind_rule)
+                             kind_rule=guard.bundle.info.kind_rule, bundle_id=guard.bundle_id)
     t7 = time.perf_counter()
     for name, dt in zip(STAGES, np.diff([t0, t1, t2, t3, t4, t5, t6, t7])):
         clock[name] += dt
