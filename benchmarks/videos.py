@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgeguard import webcam
+from edgeguard.regions import inside
 from export import desk
 from export.filming import Item, Video, match_boxes, mnist_test
 
@@ -115,13 +116,13 @@ def desk_rates(guard, video: Video, *, max_digits: int = 16, match_iou: float = 
             if index in taken:
                 continue
             near = [i for i in items if i.kind != "clutter"
-                    and (_inside(result.box, i.box) >= 0.5 or _inside(i.box, result.box) >= 0.5)]
+                    and (inside(result.box, i.box) >= 0.5 or inside(i.box, result.box) >= 0.5)]
             if near:
                 off += 1
                 off_wrong_clean += clean and all(result.stable_label != i.label for i in near)
                 continue
             # the smallest clutter item holding at least half of the box ("other": none does)
-            holders = [i for i in clutter if _inside(result.box, i.box) >= 0.5]
+            holders = [i for i in clutter if inside(result.box, i.box) >= 0.5]
             kind = min(holders, key=lambda i: i.box[2] * i.box[3]).name if holders else "other"
             entry = proposals.setdefault(kind, [0, 0])
             entry[0] += 1
@@ -135,10 +136,3 @@ def desk_rates(guard, video: Video, *, max_digits: int = 16, match_iou: float = 
             "nondigit_clean_count": total[1],
             "by_clutter": {k: {"proposals": v[0], "clean": v[1]} for k, v in sorted(proposals.items())},
             "big_boxes_clean": big_clean, "digit_boxes_off": off, "digit_boxes_off_clean_wrong": off_wrong_clean}
-
-
-def _inside(box, other) -> float:
-    """The share of ``box``'s area inside ``other`` (both x, y, w, h)."""
-    iw = min(box[0] + box[2], other[0] + other[2]) - max(box[0], other[0])
-    ih = min(box[1] + box[3], other[1] + other[3]) - max(box[1], other[1])
-    return max(0, iw) * max(0, ih) / max(1, box[2] * box[3])

@@ -72,13 +72,15 @@ def frames(labels: np.ndarray, stats: np.ndarray, keep: np.ndarray, min_h: float
     return out
 
 
-def on_paper(gray: np.ndarray, box: Box, cut: np.ndarray | None = None, least: float = 0.35) -> bool:
+def on_paper(gray: np.ndarray, box: Box, labels: np.ndarray | None = None, cut: np.ndarray | None = None,
+             least: float = 0.35) -> bool:
     """Whether the ink in ``box`` has paper on all four sides: pen on paper is far darker than the strips just
     outside its box on every side (a neighbour's stroke or a shadow changes a strip's median little), while a
     piece of a page's edge, a hand or a window has the desk, skin or screen on at least one side, about as dark
     as itself (or a dark grain of a desk, a few levels under its neighbours). The darkness under the four strips'
-    medians must be at least ``least`` times the largest of them, and ``MIN_DEPTH``. ``cut``: the image's pixels
-    cut out as lines or frames drawn on the paper (left out of the strips)."""
+    medians must be at least ``least`` times the largest of them, and ``MIN_DEPTH``. ``labels`` and ``cut`` (by
+    label, True for the pieces cut out as lines or frames drawn on the paper): those pieces are left out of the
+    strips."""
     x, y, w, h = (int(v) for v in box)
     m = max(3, round(0.2 * min(w, h)))
     height, width = gray.shape
@@ -89,7 +91,7 @@ def on_paper(gray: np.ndarray, box: Box, cut: np.ndarray | None = None, least: f
     depth = []
     for rows, cols in ((above, slice(x, x + w)), (below, slice(x, x + w)), (slice(y, y + h), left),
                        (slice(y, y + h), right)):
-        strip = gray[rows, cols] if cut is None else gray[rows, cols][~cut[rows, cols]]
+        strip = gray[rows, cols] if cut is None or labels is None else gray[rows, cols][~cut[labels[rows, cols]]]
         if strip.size:
             depth.append(float(np.partition(strip.ravel(), strip.size // 2)[strip.size // 2]) - ink)
     return len(depth) == 4 and min(depth) >= max(least * max(depth), MIN_DEPTH)

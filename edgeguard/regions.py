@@ -33,7 +33,8 @@ from edgeguard.normalize import preprocess
 from edgeguard.reading import reading_order
 
 __all__ = ["Box", "Region", "Finder", "Regions", "FRAME", "PAGE", "MAX_DIGITS", "find_digit_regions", "find_regions",
-           "frame_gray", "digit_regions", "crop_region", "cut_digits", "reading_order", "ink_of", "THRESHOLD_C"]
+           "frame_gray", "digit_regions", "crop_region", "cut_digits", "reading_order", "ink_of", "inside",
+           "THRESHOLD_C"]
 
 
 MAX_DIGITS = 16  # regions kept per image by default: a page of answers (the webcam's desk scenes hold 8 to 12)
@@ -204,8 +205,8 @@ def _regions(gray: np.ndarray, labels: np.ndarray, stats: np.ndarray,
             index = index[np.maximum(w, h)[index] <= largest]
     cut = None
     if finder.drop_frames:  # the edge of a hand, a page or a window next to a digit would merge with it
-        cut = np.concatenate([[False], area == 0])[labels]  # lines and frames cut out of the ink
-        index = np.array([i for i in index if on_paper(gray, (x[i], y[i], w[i], h[i]), cut)], np.int64)
+        cut = np.concatenate([[False], area == 0])  # by label: lines and frames cut out of the ink
+        index = np.array([i for i in index if on_paper(gray, (x[i], y[i], w[i], h[i]), labels, cut)], np.int64)
     if index.size > finder.max_candidates:
         index = index[np.argsort(-area[index], kind="stable")[: finder.max_candidates]]
     boxes = np.stack([x[index], y[index], x[index] + w[index], y[index] + h[index]], axis=1)
@@ -223,7 +224,7 @@ def _regions(gray: np.ndarray, labels: np.ndarray, stats: np.ndarray,
         elif bh >= min_h and bw <= JOINED_MAX_ASPECT * bh and JOINED_FILL[0] <= ink_px / (bw * bh) <= JOINED_FILL[1]:
             joined.append((int(box[0]), int(box[1]), bw, bh))
     if finder.drop_frames:
-        found = [region for region in found if on_paper(gray, region[0], cut)]
+        found = [region for region in found if on_paper(gray, region[0], labels, cut)]
     if finder.max_relative and len(found) >= 4:  # once more, among the digits found
         typical = float(np.median([box[3] for box, _ in found]))
         found = [region for region in found if max(region[0][2], region[0][3]) <= finder.max_relative * typical
@@ -241,24 +242,24 @@ def _big_digits(gray: np.ndarray, stats: np.ndarray, found: list[Region], joined
     big = find_regions(gray, 64, "dark", coarse)  # ``gray`` is already ink-dark
     comps = [(int(x), int(y), int(w), int(h)) for x, y, w, h in stats[:, :4]]
     for region in big.boxes:
-        inside = [i for i, (box, _) in enumerate(found) if _shared(box, region) >= 0.5]
-        if (any(_iou(found[i][0], region) >= 0.5 for i in inside)
-                or sum(found[i][0][3] >= 0.6 * region[3] for i in inside) >= 2
+        held = [i for i, (box, _) in enumerate(found) if _shared(box, region) >= 0.5]
+        if (any(_iou(found[i][0], region) >= 0.5 for i in held)
+                or sum(found[i][0][3] >= 0.6 * region[3] for i in held) >= 2
                 or any(_shared(box, region) >= 0.5 and box[3] >= 0.6 * region[3] for box in joined)):
             continue  # the fine look has what is there (digits touching, when it is ink too wide for one)
-        members = [i + 1 for i, comp in enumerate(comps) if comp[3] > 1 and _inside(comp, region) >= 0.7]
+        members = [i + 1 for i, comp in enumerate(comps) if comp[3] > 1 and inside(comp, region) >= 0.7]
         if not members:
             continue
         x0 = min(comps[m - 1][0] for m in members)
         y0 = min(comps[m - 1][1] for m in members)
         x1 = max(comps[m - 1][0] + comps[m - 1][2] for m in members)
         y1 = max(comps[m - 1][1] + comps[m - 1][3] for m in members)
-        found = [r for i, r in enumerate(found) if i not in inside] + [((x0, y0, x1 - x0, y1 - y0), members)]
-        joined = [box for box in joined if _inside(box, region) < 0.7]
+        found = [r for i, r in enumerate(found) if i not in held] + [((x0, y0, x1 - x0, y1 - y0), members)]
+        joined = [box for box in joined if inside(box, region) < 0.7]
     return found, joined
 
 
-def _inside(box: Box, other: Box) -> float:
+def inside(box: Box, other: Box) -> float:
     """The share of ``box``'s area that lies inside ``other``."""
     w = min(box[0] + box[2], other[0] + other[2]) - max(box[0], other[0])
     h = min(box[1] + box[3], other[1] + other[3]) - max(box[1], other[1])
@@ -266,13 +267,13 @@ def _inside(box: Box, other: Box) -> float:
 
 
 def _iou(a: Box, b: Box) -> float:
-    inter = _inside(a, b) * max(1, a[2] * a[3])
+    inter = inside(a, b) * max(1, a[2] * a[3])
     return inter / max(1.0, a[2] * a[3] + b[2] * b[3] - inter)
 
 
 def _shared(a: Box, b: Box) -> float:
     """Their intersection, as a share of the smaller one's area."""
-    return _inside(a, b) * max(1, a[2] * a[3]) / max(1, min(a[2] * a[3], b[2] * b[3]))
+    return inside(a, b) * max(1, a[2] * a[3]) / max(1, min(a[2] * a[3], b[2] * b[3]))
 
 
 def crop_region(gray: np.ndarray, labels: np.ndarray, box: Box, members: list[int]) -> np.ndarray:
