@@ -17,7 +17,7 @@ import os
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -208,6 +208,12 @@ def detect(
     digits: DigitsMode = typer.Option(DigitsMode.auto, "--digits",
                                       help="one: one verdict per image; all: one per digit found; auto: one per digit "
                                            "when an image holds several, else one (docs/pages.md)."),
+    ray: str | None = typer.Option(None, "--ray", metavar="[ADDRESS]",
+                                   help="Screen on Ray Data (pip install 'edgeguard\\[ray]'): alone, a local Ray "
+                                        "instance; auto, the cluster `ray start` joined; or HOST:PORT. Records go "
+                                        "out as JSON lines without --out (docs/scale.md)."),
+    ray_actors: int | None = typer.Option(None, "--ray-actors", min=1,
+                                          help="Ray actors, one Guard and one CPU each (default: the cluster's CPUs)."),
 ) -> None:
     """Screen digit images and say whether the classifier's answer can be trusted.
 
@@ -221,23 +227,24 @@ def detect(
     files, problems = expand_inputs(paths)
     for raw, problem in problems:
         err.print(f"error: {InputError(problem, raw)}", markup=False)
+    on_ray = _ray_options(ray, ray_actors, bundle, providers, k, seed, alpha, digits.value, kernels.value)
     total = count_inputs(files)
     if kernels is Kernels.auto:
         kernels = Kernels.numba if total >= NUMBA_MIN_IMAGES else Kernels.numpy
-    if kernels is Kernels.numba:
+    if kernels is Kernels.numba and on_ray is None:
         from edgeguard.kernel_cache import kernels_cached
 
         if not kernels_cached():
             err.print("note: compiling the numba kernels (the first run after an install, about 10 s; the NumPy "
                       "kernels screen meanwhile); later runs load them from numba's cache", markup=False)
-    numba = kernels is Kernels.numba  # loaded in the background while the first chunks use the NumPy twins
+    numba = kernels is Kernels.numba and on_ray is None  # loaded in the background; first chunks: NumPy twins
     guard = load_guard(bundle, providers, k, seed, alpha, kernels="numpy" if numba else kernels.value)
     if guard.calibration is None:
         raise fail(f"{guard.bundle.path}: the bundle is not calibrated; run `python -m export.calibrate`",
                    EXIT_BUNDLE)
     try:
         run = run_detect(guard, files, problems, digits=digits.value, as_json=as_json, wide=wide, out_path=out_file,
-                         fdr=fdr, total=total, numba=numba)
+                         fdr=fdr, total=total, numba=numba, ray=on_ray)
     except InputError as e:  # --out that cannot be written
         raise fail(str(e), EXIT_INPUT) from None
     if problems:
@@ -245,6 +252,23 @@ def detect(
     flagged = run.flagged if fdr is None else bool(run.selected) or run.verdicts["unseparable"] > 0
     if fail_on is FailOn.flagged and flagged:
         raise typer.Exit(EXIT_FLAGGED)
+
+
+def _ray_options(address: str | None, actors: int | None, bundle: Path | None, providers: str, k: int | None,
+                 seed: int, alpha: float, digits: str, kernels: str) -> dict[str, Any] | None:
+    """``screen_on_ray``'s keyword arguments for ``--ray ADDRESS``, once connected; None without ``--ray``."""
+    if address is None:
+        return None
+    from edgeguard.errors import InputError
+    from edgeguard.ray_screen import connect
+
+    try:
+        connect(address)
+    except InputError as e:
+        raise fail(str(e), EXIT_INPUT) from None
+    return {"actors": actors, "bundle": None if bundle is None else str(bundle.resolve()), "providers": providers,
+            "k": k, "seed": seed, "alpha": alpha, "digits": digits,
+            "kernels": "numpy" if kernels == "numpy" else "numba"}
 
 
 @app.command()
@@ -348,8 +372,20 @@ def calibrate(
                   kernels=kernels.value, force=force, as_json=as_json)
 
 
+def bare_ray(argv: list[str]) -> list[str]:
+    """``--ray`` with no address (last, or before another option) as ``--ray=local``: a local Ray instance."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg == "--":
+            break
+        if arg == "--ray" and (i + 1 == len(out) or out[i + 1].startswith("-") and out[i + 1] != "-"):
+            out[i] = "--ray=local"
+    return out
+
+
 def main() -> None:
     """Console-script entry point: no traceback reaches the user."""
+    sys.argv = bare_ray(sys.argv)
     try:
         app()
     except KeyboardInterrupt:

@@ -30,7 +30,7 @@ from edgeguard.detect_output import open_sink
 from edgeguard.errors import InputError
 from edgeguard.fdr import benjamini_hochberg
 from edgeguard.guard import Guard, Verdict
-from edgeguard.sheet import ImageResult, Prepared, prepare_many, screen_prepared
+from edgeguard.sheet import ImageResult, screen_many
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -69,6 +69,30 @@ class DetectRun:
                 f"{self.verdicts['clean']:,} clean, {sum(flagged.values()):,} flagged"
                 + (f" ({kinds})" if kinds else "") + f", {self.refused:,} refused")
 
+    def count(self, records: list[dict[str, Any]], problems: list[tuple[str, str]]) -> None:
+        """Tally records as they come back from elsewhere (Ray's workers); an error record is printed on stderr."""
+        from edgeguard.cli import err
+
+        for r in records:
+            if "error" in r:
+                problems.append((r["source"], r["error"]))
+                self.refused += 1
+                err.print(f"error: {r['error']}", markup=False)
+                continue
+            if r.get("index") in (0, None):  # an image's first record
+                self.inputs += 1
+                self.flagged |= not r["all_clean"]
+                if r["status"] == "unseparable":
+                    self.verdicts["unseparable"] += 1
+            if r.get("verdict") is None:  # an unseparable image with no digit cut out
+                continue
+            self.digits += 1
+            if r["status"] != "unseparable":
+                self.verdicts[r["verdict"]] += 1
+            if self.fdr is not None:
+                self.tested.append(str(r["source"]) if r["status"] == "whole" else f"{r['source']}#{r['index']}")
+                self.p_values.append(r["p_value"])
+
     def fdr_line(self) -> str:
         return (f"FDR {self.fdr:g}: Benjamini-Hochberg selects {len(self.selected):,} of {len(self.tested):,} "
                 "digits over the run's combined p-values")
@@ -76,28 +100,38 @@ class DetectRun:
 
 def run_detect(guard: Guard, files: list[str], problems: list[tuple[str, str]], *, digits: str,
                as_json: bool, wide: bool = False, out_path: str | None = None, fdr: float | None = None,
-               stdin: IO[bytes] | None = None, total: int | None = None, numba: bool = False) -> DetectRun:
+               stdin: IO[bytes] | None = None, total: int | None = None, numba: bool = False,
+               ray: dict[str, Any] | None = None) -> DetectRun:
     """Screen ``files`` (``problems``: inputs already found bad, reported already on stderr; inputs that cannot be
     read are added to it, each reported on stderr in one line and, with ``--json``/``--out``, as an error record)
     a chunk at a time. With ``as_json`` or ``out_path`` each chunk's records are written as it finishes; else the
     table is printed at the end (it fits a terminal's width unless ``wide``). ``fdr``: the BH selection at this
     level over every digit's combined p-value, written last. ``numba``: load the numba kernels in the background
     and move the guard to them once loaded (the first chunks use the NumPy twins: the same results, and the first
-    records come without waiting for numba). Raises InputError for an ``--out`` it cannot write."""
+    records come without waiting for numba). ``ray``: screen on Ray instead (``edgeguard.ray_screen.screen_on_ray``'s
+    keyword arguments; connected already): records are written as they come back (JSON lines without ``--out``).
+    Raises InputError for an ``--out`` it cannot write."""
     from edgeguard.cli import BATCH, _progress, err, out
 
     run = DetectRun(fdr=fdr)
-    sink = open_sink(out_path, out.file, out.on_broken_pipe) if as_json or out_path else None
+    sink = open_sink(out_path, out.file, out.on_broken_pipe) if as_json or out_path or ray is not None else None
     if sink is not None:
         sink.write([{"source": raw, "error": str(InputError(problem, raw))} for raw, problem in problems])
     run.refused = len(problems)
     total = count_inputs(files) if total is None else total
     start = time.perf_counter()
-    loading, loader = _load_numba() if numba else (None, None)
-    items = iter_items(files, stdin)
+    loading, loader = _load_numba() if numba and ray is None else (None, None)
     with _progress(total) as progress:
         task = progress.add_task("screen", total=total)
+        if ray is not None and sink is not None:
+            from edgeguard.ray_screen import screen_on_ray
+
+            for done, records in screen_on_ray(files, stdin=stdin, **ray):
+                run.count(records, problems)
+                sink.write(records)
+                progress.advance(task, done)
         size = min(BATCH, FIRST_CHUNK)
+        items = iter_items(files, stdin) if ray is None else iter([])
         while chunk := list(itertools.islice(items, size)):
             if loading is not None and loading.is_set():
                 guard.use_kernels("numba")
@@ -155,26 +189,19 @@ def _screen_chunk(guard: Guard, chunk: list[Any], digits: str, run: DetectRun, p
     """One chunk of items screened; its records in input order (a refused input's in its place)."""
     from edgeguard.cli import err
 
-    prepared: list[Prepared] = []
-    sources: list[str | None] = []
-    slots: list[dict[str, Any] | int] = []  # an error record, or the index of a screened input
-    readable = [item for item in chunk if item.error is None]
-    made = iter(prepare_many([item.image for item in readable], digits))
-    for item in chunk:
-        error = item.error
-        if error is None:
-            done = next(made)
-            if isinstance(done, Prepared):
-                prepared.append(done)
-                sources.append(item.source)
-                slots.append(len(prepared) - 1)
-                continue
-            error = done.with_path(item.source)
-        problems.append((item.source, error.reason))
-        run.refused += 1
-        err.print(f"error: {error}", markup=False)
-        slots.append({"source": item.source, "error": str(error)})
-    results = screen_prepared(guard, prepared, sources) if prepared else []
+    done = screen_many(guard, [item.image if item.error is None else item.error for item in chunk],
+                       [item.source for item in chunk], digits)
+    slots: list[dict[str, Any] | ImageResult] = []  # an error record, or a screened input's result
+    results: list[ImageResult] = []
+    for item, result in zip(chunk, done):
+        if isinstance(result, InputError):
+            problems.append((item.source, result.reason))
+            run.refused += 1
+            err.print(f"error: {result}", markup=False)
+            slots.append({"source": item.source, "error": str(result)})
+        else:
+            results.append(result)
+            slots.append(result)
     for result in results:
         run.inputs += 1
         run.flagged |= result.flagged
@@ -190,7 +217,7 @@ def _screen_chunk(guard: Guard, chunk: list[Any], digits: str, run: DetectRun, p
     if keep:
         run.results += results
         return []
-    return [r for slot in slots for r in ([slot] if isinstance(slot, dict) else results[slot].records())]
+    return [r for slot in slots for r in ([slot] if isinstance(slot, dict) else slot.records())]
 
 
 def _print_table(results: list[ImageResult], wide: bool) -> None:

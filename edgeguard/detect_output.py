@@ -16,7 +16,7 @@ from typing import IO, Any
 
 from edgeguard.errors import InputError
 
-__all__ = ["OUT_SUFFIXES", "JsonLines", "Sink", "flatten", "open_sink"]
+__all__ = ["OUT_SUFFIXES", "JsonLines", "Sink", "arrow_schema", "flatten", "open_sink"]
 
 OUT_SUFFIXES = (".jsonl", ".csv", ".parquet")
 _FIRST = ("source", "error")  # columns every table has first (an error row fills only these)
@@ -123,7 +123,7 @@ class _ParquetSink(_TableSink):
         pa = self._pa
         if self._schema is None:
             first = next((r for r in rows if "error" not in r), {})
-            self._schema = pa.schema([(c, _arrow_type(pa, c, first.get(c, ""))) for c in self.columns or []])
+            self._schema = arrow_schema(self.columns or [], first)
             self._writer = self._pq.ParquetWriter(self.path, self._schema)
         if rows:
             columns = {c: [row.get(c) for row in rows] for c in self._schema.names}
@@ -166,6 +166,13 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
 
 def _cell(value: Any) -> Any:
     return json.dumps(value) if isinstance(value, list) else value
+
+
+def arrow_schema(columns: list[str], first: dict[str, Any]) -> Any:
+    """The pyarrow schema of these flattened columns, typed by the values of ``first`` (a verdict record)."""
+    import pyarrow as pa
+
+    return pa.schema([(c, _arrow_type(pa, c, first.get(c, ""))) for c in columns])
 
 
 def _arrow_type(pa: Any, column: str, value: Any) -> Any:

@@ -33,7 +33,8 @@ from edgeguard.normalize import preprocess
 from edgeguard.regions import PAGE, Box, cut_digits, find_regions, frame_gray
 
 __all__ = ["DIGIT_MODES", "MAX_DIGITS", "REGIONS_CALIBRATION", "STATUSES", "FoundDigit", "ImageResult", "Prepared",
-           "regions_calibration", "screen_regions", "screen_image", "prepare", "prepare_many", "screen_prepared"]
+           "regions_calibration", "screen_regions", "screen_image", "prepare", "prepare_many", "screen_prepared",
+           "screen_many"]
 
 DIGIT_MODES = ("auto", "one", "all")
 MAX_DIGITS = 64  # most digits screened in one image (the largest regions are kept)
@@ -226,6 +227,22 @@ def screen_prepared(guard: Guard, prepared: list[Prepared], sources: list[str | 
             digits = tuple(FoundDigit(i, box, next(cut_verdicts)) for i, box in enumerate(p.boxes))
             results.append(ImageResult(p.status, digits, p.size, calibration, source, p.note))
     return results
+
+
+def screen_many(guard: Guard, images: list[np.ndarray | InputError], sources: list[str],
+                digits: str = "auto") -> list[ImageResult | InputError]:
+    """Each input screened (``prepare_many``, then ``screen_prepared``): its result, or the InputError that refused
+    it, naming its source. ``images``: pixels, or the InputError that refused an input as it was read."""
+    readable = [image for image in images if not isinstance(image, InputError)]
+    made = iter(prepare_many(readable, digits))
+    done: list[Prepared | InputError] = []
+    for image, source in zip(images, sources):
+        step = image if isinstance(image, InputError) else next(made)
+        done.append(step.with_path(source) if isinstance(step, InputError) else step)
+    prepared = [p for p in done if isinstance(p, Prepared)]
+    screened = iter(screen_prepared(guard, prepared, [s for p, s in zip(done, sources) if isinstance(p, Prepared)])
+                    if prepared else [])
+    return [next(screened) if isinstance(p, Prepared) else p for p in done]
 
 
 def _whole(image: np.ndarray, size: tuple[int, int]) -> Prepared:
