@@ -1,4 +1,4 @@
-"""python -m train --out runs/bundle [--quick] [--real-world] [--seed 0] [--data-dir DIR] [--vae-width N]
+"""python -m train --out runs/bundle [--quick] [--real-world | --capture] [--seed 0] [--data-dir DIR] [--vae-width N]
 [--encoder-width N]"""
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--real-world", action="store_true",
                         help="capture augmentation (VAE stages 0.4, classifier stages 0.2) and outlier exposure "
                              "(20,000 generated non-digits) in the VAE stages; see docs/design.md")
+    parser.add_argument("--capture", action="store_true",
+                        help="the capture augmentation of --real-world alone, without outlier exposure "
+                             "(recipe E of benchmarks/recipe_ablation.py)")
     parser.add_argument("--quick", action="store_true", help="a small subset and one epoch each, for tests")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
@@ -34,8 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {k: v for k, v in {"vae_epochs": args.vae_epochs, "clf_epochs": args.clf_epochs, "beta": args.beta,
                                    "vae_width": args.vae_width, "encoder_width": args.encoder_width}.items()
                  if v is not None}
+    if args.real_world and args.capture:
+        parser.error("--capture is --real-world without its outliers: give one of them")
+    if args.real_world or args.capture:
+        overrides.update(capture_share=0.4, clf_capture_share=0.2, teacher_epochs=10)
     if args.real_world:
-        overrides.update(capture_share=0.4, clf_capture_share=0.2, outliers=20000, teacher_epochs=10)
+        overrides.update(outliers=20000)
     cfg = TrainConfig(out=args.out, data_dir=args.data_dir, seed=args.seed, threads=args.threads,
                       quick=args.quick, progress=not args.no_progress, **overrides)
     meta = train(cfg)
