@@ -201,8 +201,11 @@ def _regions(gray: np.ndarray, labels: np.ndarray, stats: np.ndarray,
     if finder.max_relative:  # a piece far larger than the digits around it would swallow them when merged
         tall = h[index][h[index] >= min_h]
         if len(tall) >= 4:
-            largest = finder.max_relative * float(np.median(tall))
-            index = index[np.maximum(w, h)[index] <= largest]
+            typical = float(np.median(tall))
+            largest = finder.max_relative * typical
+            index = index[np.maximum(w, h)[index] <= largest]  # and a crossing-out beside a digit would merge with it
+            index = np.array([i for i in index if not long_stroke(labels, ((x[i], y[i], w[i], h[i]), [int(i) + 1]),
+                                                                  typical)], np.int64)
     cut = None
     if finder.drop_frames:  # the edge of a hand, a page or a window next to a digit would merge with it
         cut = np.concatenate([[False], area == 0])  # by label: lines and frames cut out of the ink

@@ -116,6 +116,20 @@ def test_a_long_straight_stroke_is_not_a_digit_but_a_one_of_their_size_is(four):
     assert any(x >= 470 for x, _, _, _ in found(frame, NO_RULES))
 
 
+def test_a_stroke_beside_a_digit_does_not_merge_with_it(four):
+    """A long straight stroke a few pixels from a digit (a margin line, a crossing-out) is dropped before the
+    digit's pieces are merged: merged, their box is the stroke's, not the digit's, and the digit is missed."""
+    frame = paper()
+    boxes = [put(frame, g, 60 + 100 * i, 150, 56) for i, g in enumerate(four[0])]
+    x, y, w, h = boxes[2]
+    cv2.line(frame, (x + w + 6, y + 28), (x + w + 8, y + h + 60), 40, 3)  # 88 px from mid-height down: 1.6x theirs
+    got = found(frame)
+    assert matched(got, boxes) == 4
+    assert not any(bh > 1.5 * h for _, _, _, bh in got)
+    relative_off = dataclasses.replace(regions.FRAME, max_relative=0.0)  # no rule of size relative to the digits
+    assert matched(found(frame, relative_off), [boxes[2]]) == 0
+
+
 def test_pieces_of_a_page_edge_and_a_hand_are_not_ink_on_paper(four):
     frame = np.full((H, W), 110.0, np.float32)  # the desk
     frame[60:420, 80:560] = paper()[60:420, 80:560]  # the page, its edge in view on every side
