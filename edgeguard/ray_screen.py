@@ -62,7 +62,7 @@ class ScreenBatch:
 
         self.guard = Guard.load(bundle, providers=providers, k=k, seed=seed, alpha=alpha, threads=threads,
                                 kernels=kernels)
-        self.digits = digits
+        self.digits, self.threads = digits, threads
         self.columns, first = verdict_columns(self.guard, digits)
         self.schema = arrow_schema(self.columns, first)
 
@@ -71,6 +71,10 @@ class ScreenBatch:
 
         from edgeguard.sheet import screen_many
 
+        if self.guard.kernels == "numba" and self.threads >= 1:  # numba's threads as onnxruntime's, one per CPU
+            import numba
+
+            numba.set_num_threads(min(self.threads, int(getattr(numba.config, "NUMBA_NUM_THREADS", 1))))
         sources, images = _inputs(batch)
         rows: list[dict[str, Any]] = []
         try:

@@ -14,6 +14,7 @@ from pathlib import Path
 import benchmarks.latency as package
 from benchmarks.latency import measure, report
 from benchmarks.latency.common import FULL, QUICK, ROOT, SCHEMA, SECTIONS, log, machine_info, skipped
+from benchmarks.latency.ray_rate import section_ray
 from benchmarks.latency.roofline import section_roofline
 
 
@@ -62,6 +63,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
         "kernels": measure.section_kernels,
         "reference": measure.section_reference,
         "roofline": lambda args, plan: section_roofline(args, plan, result),  # uses single and throughput
+        "ray": section_ray,
     }
     for name in SECTIONS:
         if name not in args.sections:

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = 1
 K_SINGLE = (1, 10, 32)
 K_BATCH = 10
-SECTIONS = ("single", "throughput", "cold_start", "stages", "kernels", "reference", "roofline")
+SECTIONS = ("single", "throughput", "cold_start", "stages", "kernels", "reference", "roofline", "ray")
 STAGES = ("input", "encoder", "sampling", "decoder", "classifier", "voting_scoring", "verdict")
 
 # The targets, on a 2-core CPU with one intra-op thread: (key, text, limit, unit, higher is better).

@@ -140,6 +140,18 @@ def tables(result: dict) -> list[tuple[str, list[str], list[list[str]], str | No
         out.append(("Roofline", ["skipped"], [[rf["reason"]]], None))
     else:
         out.append(("Physical limit (roofline)", ["quantity", "value"], roofline_rows(rf), rf["counted"]))
+    ry = result.get("ray", {})
+    if ry.get("skipped"):
+        out.append(("Ray Data", ["skipped"], [[ry["reason"]]], None))
+    elif ry:
+        out.append((f"Ray Data: {ry['images']:,} images, batches of {ry['batch']}, K={ry['k']}",
+                    ["how", "images/s"],
+                    [["Guard.screen, one process, 1 thread", fmt(ry["guard_screen_images_per_s"], 0)],
+                     ["ScreenBatch, one process, 1 thread", fmt(ry["one_process_images_per_s"], 0)],
+                     [f"Ray, {ry['actors']} actors (actor start included)", fmt(ry["ray_images_per_s"], 0)],
+                     [f"Ray, {ry['actors']} actors, after the first batch", fmt(ry["ray_steady_images_per_s"], 0)]],
+                    "ScreenBatch: the records edgeguard detect --ray writes (preprocessing, verdicts, columns); "
+                    "one-process rates are the mean of a run before and after Ray's, in the same process"))
     return out
 
 
