@@ -187,7 +187,7 @@ class Calibration:
                  kernels: ModuleType = kernels_numpy) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Per-signal p-values and the combined p-value, for a batch of scores (``kernels``: edgeguard.kernels
         or edgeguard.kernels_numpy; both give the same numbers)."""
-        matrix = np.column_stack([np.asarray(scores[s], np.float32) for s in self.signals])
+        matrix = np.stack([np.asarray(scores[s], np.float32) for s in self.signals], axis=1)
         p, combined = kernels.p_values(self.table, matrix, np.ascontiguousarray(self.combined, np.float32),
                                        self.combination == "min_p")
         return dict(zip(self.signals, p.T)), combined

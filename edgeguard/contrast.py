@@ -33,6 +33,13 @@ _MEDIAN, _LOW = len(FRAME) // 2, len(FRAME) // 10
 
 def standardize(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """x: (B, 784) float32 in [0, 1] -> (the rule applied, float32 (B, 784); blank: bool (B,))."""
+    if not x[:, FRAME].any():  # a black frame (MNIST-style, the common case): background 0, ink as it is
+        peak = x.max(axis=1)
+        if (peak == 1.0).all():
+            return x, np.zeros(len(x), bool)
+        blank = peak < MIN_CONTRAST  # the general rule's result for such images, without its partition
+        out = x / np.where(blank, np.float32(1.0), peak).astype(np.float32)[:, None]
+        return np.ascontiguousarray(out, dtype=np.float32), blank
     frame = np.partition(x[:, FRAME], (_LOW, _MEDIAN, len(FRAME) - 1 - _LOW), axis=1)
     inverted = frame[:, _MEDIAN] > 0.5
     if not inverted.any():

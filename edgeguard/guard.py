@@ -290,8 +290,8 @@ def make_verdicts(s: Screening, p_signals: dict[str, np.ndarray], p_combined: np
     kinds = kind_rule.adversarial(s.signals).tolist() if kind_rule is not None and flagged else [None] * n
     # Python values row by row (tolist() is exact for float32 and far cheaper than per-element float()).
     columns = zip(s.label.tolist(), s.confidence.tolist(), s.purified_label.tolist(), s.n_distinct.tolist(),
-                  s.agreement.tolist(), s.labels.tolist(), np.column_stack(list(s.signals.values())).tolist(),
-                  np.column_stack(list(p_signals.values())).tolist(), p_combined.tolist(),
+                  s.agreement.tolist(), s.labels.tolist(), np.stack(list(s.signals.values()), axis=1).tolist(),
+                  np.stack(list(p_signals.values()), axis=1).tolist(), p_combined.tolist(),
                   sources if sources is not None else [None] * n,
                   s.blank.tolist() if s.blank is not None else [False] * n, kinds)
     verdicts = []

@@ -27,7 +27,7 @@ EPS = 1e-4  # keeps the log of a zero score finite
 
 def features(scores: dict[str, np.ndarray], names: tuple[str, ...]) -> np.ndarray:
     """(B, F) float64: log(score + EPS) of each named signal."""
-    return np.log(np.column_stack([np.asarray(scores[n], np.float64) for n in names]) + EPS)
+    return np.log(np.stack([np.asarray(scores[n], np.float64) for n in names], axis=1) + EPS)
 
 
 @dataclass(frozen=True)
