@@ -194,7 +194,8 @@ def screen_on_ray(files: list[str], *, actors: int | None = None, batch_size: in
         return
     sent = Counter(row["source"] for row in rows)
     size = actors or max(1, int(ray.cluster_resources().get("CPU", 1)))
-    ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // batch_size, 4 * size)))
+    blocks = -(-len(rows) // batch_size)  # a block per batch: records come back a batch at a time
+    ds = ray.data.from_items(rows, override_num_blocks=blocks)
     verdicts = ds.map_batches(screen, fn_constructor_kwargs=options, batch_size=batch_size,
                               batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=size), num_cpus=1)
     seen: Counter[str] = Counter()

@@ -142,6 +142,20 @@ def test_quick_reference_roofline_targets(quick):
 
 
 @pytest.mark.slow
+def test_quick_ray_section(quick):
+    """One process against Ray with 2 actors on the same digits: every row comes back, the rates are measured."""
+    ry = quick.result["ray"]
+    if ry.get("skipped"):
+        assert "not installed" in ry["reason"]
+        return
+    assert ry["actors"] == 2 and ry["rows_back"] == ry["images"] == 2000
+    assert all(positive(ry[f]) for f in ("guard_screen_images_per_s", "one_process_images_per_s",
+                                         "ray_images_per_s", "ray_steady_images_per_s"))
+    assert ry["ray_images_per_s"] * ry["ray_wall_s"] == pytest.approx(ry["images"])
+    assert "Ray Data: 2,000 images" in quick.md
+
+
+@pytest.mark.slow
 def test_quick_markdown_and_docs(quick):
     r = quick.result
     for text in (quick.md, quick.docs):

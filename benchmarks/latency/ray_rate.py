@@ -6,7 +6,8 @@ onnxruntime and one numba thread), and ``Guard.screen`` on the same arrays (the 
 numba kernels on every core), just before and just after the Ray run (their mean). Ray: the whole
 ``map_batches`` run, from building the dataset to the last verdict row back in this process, so it includes
 starting the actors (each loads the bundle); ``steady`` counts the rows after the first batch came back over the
-time since then. Ray is started for the section and shut down after it."""
+time since then (a block per batch, so that at most one batch per actor was under way before that moment). Ray
+is started for the section and shut down after it."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import time
 
 import numpy as np
 
-from benchmarks.latency.common import K_BATCH, Plan, log, skipped, synthetic_digits
+from benchmarks.latency.common import K_BATCH, Plan, log, numba_threads, skipped, synthetic_digits
 
 BATCH = 256
 ACTORS = 2
@@ -37,10 +38,11 @@ def section_ray(args, plan: Plan) -> dict:
     screen = ScreenBatch(**options)
 
     def one_process() -> tuple[float, float]:
-        t0 = time.perf_counter()
-        for i in range(0, n, BATCH):
-            guard.screen(images[i:i + BATCH])
-        t1 = time.perf_counter()
+        with numba_threads(None):  # ScreenBatch leaves numba on one thread, as in an actor
+            t0 = time.perf_counter()
+            for i in range(0, n, BATCH):
+                guard.screen(images[i:i + BATCH])
+            t1 = time.perf_counter()
         for i in range(0, n, BATCH):
             screen({"source": np.arange(i, min(n, i + BATCH)).astype(str), "image": images[i:i + BATCH]})
         return n / (t1 - t0), n / (time.perf_counter() - t1)
@@ -51,7 +53,7 @@ def section_ray(args, plan: Plan) -> dict:
         ray.data.DataContext.get_current().enable_progress_bars = False
         t0 = time.perf_counter()
         ds = ray.data.from_items([{"source": str(i), "image": image} for i, image in enumerate(images)],
-                                 override_num_blocks=4 * ACTORS)
+                                 override_num_blocks=-(-n // BATCH))  # a block per batch
         out = ds.map_batches(ScreenBatch, fn_constructor_kwargs=options, batch_size=BATCH, batch_format="numpy",
                              compute=ray.data.ActorPoolStrategy(size=ACTORS), num_cpus=1)
         rows, first_at, first_rows = 0, None, 0

@@ -146,12 +146,13 @@ def tables(result: dict) -> list[tuple[str, list[str], list[list[str]], str | No
     elif ry:
         out.append((f"Ray Data: {ry['images']:,} images, batches of {ry['batch']}, K={ry['k']}",
                     ["how", "images/s"],
-                    [["Guard.screen, one process, 1 thread", fmt(ry["guard_screen_images_per_s"], 0)],
-                     ["ScreenBatch, one process, 1 thread", fmt(ry["one_process_images_per_s"], 0)],
+                    [["Guard.screen, one process (numba on every core)", fmt(ry["guard_screen_images_per_s"], 0)],
+                     ["ScreenBatch, one process (one actor's work)", fmt(ry["one_process_images_per_s"], 0)],
                      [f"Ray, {ry['actors']} actors (actor start included)", fmt(ry["ray_images_per_s"], 0)],
                      [f"Ray, {ry['actors']} actors, after the first batch", fmt(ry["ray_steady_images_per_s"], 0)]],
-                    "ScreenBatch: the records edgeguard detect --ray writes (preprocessing, verdicts, columns); "
-                    "one-process rates are the mean of a run before and after Ray's, in the same process"))
+                    "ScreenBatch: the records edgeguard detect --ray writes (preprocessing, verdicts, columns), "
+                    "with one onnxruntime and one numba thread as in each actor; one-process rates are the mean of "
+                    "a run before and after Ray's, in the same process"))
     return out
 
 
