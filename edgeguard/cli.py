@@ -10,7 +10,6 @@ bad option: 2). A reader that goes away (``| head -1``) ends the command quietly
 
 from __future__ import annotations
 
-import glob
 import json
 import logging
 import os
@@ -65,7 +64,6 @@ BATCH = 256
 #: importing numba and loading its cached kernels costs about a second, more than numba saves on a
 #: few hundred images (benchmarks/latency.py, cold start and kernel sections).
 NUMBA_MIN_IMAGES = 1024
-GLOB_CHARS = set("*?[")
 PROVIDERS_HELP = "auto, cpu, cuda, or onnxruntime provider names, comma-separated (CPUExecutionProvider)."
 
 
@@ -125,49 +123,6 @@ def load_guard(bundle: Path | None, providers: str, k: int | None = None, seed: 
         raise fail(str(e), EXIT_BUNDLE) from None
 
 
-def expand_inputs(paths: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
-    """Files, folders (recursive, supported suffixes only) and globs -> (files, [(input, problem)])."""
-    from edgeguard.decode import SUPPORTED_SUFFIXES
-
-    files: list[str] = []
-    problems: list[tuple[str, str]] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            found = []
-            for root, dirs, names in os.walk(path, followlinks=False):
-                dirs.sort()
-                found += [os.path.join(root, n) for n in sorted(names) if Path(n).suffix.lower() in SUPPORTED_SUFFIXES]
-            if not found:
-                problems.append((raw, "folder holds no supported image files"))
-            files += found
-        elif not os.path.lexists(path) and GLOB_CHARS & set(raw):
-            matches = sorted(m for m in _glob(raw) if os.path.isfile(m))
-            if not matches:
-                problems.append((raw, "no files match this pattern"))
-            files += matches
-        else:
-            files.append(raw)  # missing or unreadable files are reported when they are loaded
-    return files, problems
-
-
-def _glob(pattern: str) -> list[str]:
-    """glob.glob, except that `**` does not descend into symlinked folders: glob.glob follows them, so a
-    symlink loop (a folder linking to itself or a parent) made it enumerate paths without end."""
-    parts = Path(pattern).parts
-    if "**" not in parts:
-        return glob.glob(pattern)  # without `**`, every component is matched once: no loop
-    fixed = next(i for i, part in enumerate(parts) if GLOB_CHARS & set(part))
-    base = Path(*parts[:fixed]) if fixed else Path(".")
-    rest = "/".join(parts[fixed:])
-    hidden_ok = any(part.startswith(".") for part in parts[fixed:])
-    found = []
-    for match in base.glob(rest):  # pathlib's `**` skips symlinked folders
-        if hidden_ok or not any(part.startswith(".") for part in match.relative_to(base).parts):
-            found.append(os.fspath(match))
-    return found
-
-
 def _progress(total: int) -> Progress:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
     from rich.text import Text
@@ -221,7 +176,7 @@ def detect(
     Inputs are read, screened and written a chunk at a time; a one-line summary ends on stderr.
     """
     from edgeguard.cli_detect import run_detect
-    from edgeguard.detect_inputs import count_inputs
+    from edgeguard.detect_inputs import count_inputs, expand_inputs
     from edgeguard.errors import InputError
 
     files, problems = expand_inputs(paths)

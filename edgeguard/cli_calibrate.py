@@ -23,7 +23,8 @@ def run_calibrate(paths: list[str], out_dir: Path, *, bundle: Path | None, alpha
                   k: int | None, seed: int, providers: str, kernels: str, force: bool, as_json: bool) -> None:
     """Exit 0 when the bundle was written; 2 (nothing written) when an input or the labels cannot be read, there
     are too few images for ``alpha`` or ``out_dir`` is refused; 3 when the base bundle cannot be loaded."""
-    from edgeguard.cli import EXIT_BUNDLE, EXIT_INPUT, NUMBA_MIN_IMAGES, _progress, err, expand_inputs, fail, out
+    from edgeguard.cli import EXIT_BUNDLE, EXIT_INPUT, NUMBA_MIN_IMAGES, _progress, err, fail, out
+    from edgeguard.detect_inputs import expand_inputs
 
     try:
         check_out_dir(out_dir, bundle, force=force)  # before reading thousands of images

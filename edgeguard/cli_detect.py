@@ -19,13 +19,14 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
 from rich.cells import cell_len
 
-from edgeguard.detect_inputs import count_inputs, iter_items
+from edgeguard.decode import decoding_many
+from edgeguard.detect_inputs import Item, count_inputs, iter_items
 from edgeguard.detect_output import open_sink
 from edgeguard.errors import InputError
 from edgeguard.fdr import benjamini_hochberg
@@ -120,7 +121,8 @@ def run_detect(guard: Guard, files: list[str], problems: list[tuple[str, str]], 
     run.refused = len(problems)
     total = count_inputs(files) if total is None else total
     start = time.perf_counter()
-    loading, loader = _load_numba() if numba and ray is None else (None, None)
+    loading: threading.Event | None = None
+    loader: threading.Thread | None = None
     with _progress(total) as progress:
         task = progress.add_task("screen", total=total)
         if ray is not None and sink is not None:
@@ -132,7 +134,7 @@ def run_detect(guard: Guard, files: list[str], problems: list[tuple[str, str]], 
                 progress.advance(task, done)
         size = min(BATCH, FIRST_CHUNK)
         items = iter_items(files, stdin) if ray is None else iter([])
-        while chunk := list(itertools.islice(items, size)):
+        while chunk := _read(items, size):
             if loading is not None and loading.is_set():
                 guard.use_kernels("numba")
                 loading = None
@@ -141,6 +143,8 @@ def run_detect(guard: Guard, files: list[str], problems: list[tuple[str, str]], 
             if sink is not None:
                 sink.write(records)
             progress.advance(task, len(chunk))
+            if numba and loader is None:  # once the first records are out: importing numba holds the GIL a while
+                loading, loader = _load_numba()
     run.seconds = time.perf_counter() - start
     if fdr is not None:
         chosen = benjamini_hochberg(run.p_values, fdr)
@@ -163,6 +167,12 @@ def run_detect(guard: Guard, files: list[str], problems: list[tuple[str, str]], 
     if loader is not None:
         loader.join()  # a first compile ends and is cached (the results are all out already)
     return run
+
+
+def _read(items: Iterator[Item], size: int) -> list[Item]:
+    """The next ``size`` items, read (decoded) in one block of ``decoding_many``."""
+    with decoding_many():
+        return list(itertools.islice(items, size))
 
 
 def _load_numba() -> tuple[threading.Event, threading.Thread]:

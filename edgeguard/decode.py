@@ -28,7 +28,7 @@ from edgeguard.errors import InputError
 from edgeguard.headers import SIZE_READERS, npy_header, png_intact
 
 __all__ = ["MAX_PIXELS", "SUPPORTED_SUFFIXES", "decode_image", "load_image", "load_images", "to_gray01", "check_size",
-           "quiet_opencv"]
+           "quiet_opencv", "decoding_many"]
 
 MAX_PIXELS = 40_000_000
 """Largest image (width x height) accepted; larger ones are refused before decoding."""
@@ -365,6 +365,15 @@ def _decoder_messages() -> Iterator[list[str]]:
                     rest = rest[os.write(2, rest):]
                 file.close()
                 _fd_file, _fd_saved = None, -1
+
+
+@contextmanager
+def decoding_many() -> Iterator[None]:
+    """Hold the capture of the decoders' messages (and OpenCV's silence) open across many decodes, such as a chunk
+    of files: each decode inside still gets its own messages, without a temporary file and two ``dup2`` calls
+    per image (a tenth of a millisecond each). What else reaches fd 2 meanwhile is written out when it ends."""
+    with quiet_opencv(), _decoder_messages():
+        yield
 
 
 _log_lock = threading.Lock()

@@ -10,21 +10,23 @@ takes the memory of one chunk.
 
 from __future__ import annotations
 
+import glob
 import os
 import sys
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO
 
 import numpy as np
 
 from edgeguard.contract import SIDE
-from edgeguard.decode import _MAX_FILE_BYTES, decode_image, load_image
+from edgeguard.decode import _MAX_FILE_BYTES, SUPPORTED_SUFFIXES, decode_image, load_image
 from edgeguard.errors import InputError
 from edgeguard.headers import npy_header
 
-__all__ = ["STDIN", "STDIN_SOURCE", "Item", "count_inputs", "iter_items"]
+__all__ = ["STDIN", "STDIN_SOURCE", "Item", "count_inputs", "expand_inputs", "iter_items"]
 
 STDIN = "-"
 STDIN_SOURCE = "<stdin>"  # the source stdin's image is named by
@@ -60,7 +62,7 @@ def count_inputs(files: list[str]) -> int:
     """How many inputs ``files`` hold (a batch's rows read from its header; an unreadable batch counts 1)."""
     total = 0
     for file in files:
-        if file != STDIN and is_batch(file):
+        if file[-4:].lower() in (".npy", ".npz") and is_batch(file):  # the suffix first: 100,000 PNGs go quickly
             try:
                 total += sum(max(1, n) for _, n, _ in _members(file, headers_only=True))
             except (OSError, InputError, zipfile.BadZipFile):
@@ -185,3 +187,55 @@ def _checked(image: np.ndarray) -> tuple[np.ndarray | None, InputError | None]:
     if low_i < 0 or high_i > 255:
         return None, InputError(f"integer arrays must hold values in [0, 255]; found values in [{low_i}, {high_i}]")
     return image.astype(np.uint8), None
+
+
+GLOB_CHARS = set("*?[")
+
+
+def expand_inputs(paths: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """Files, folders (recursive, supported suffixes only) and globs -> (files, [(input, problem)])."""
+    files: list[str] = []
+    problems: list[tuple[str, str]] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = []
+            for root, dirs, names in os.walk(path, followlinks=False):
+                dirs.sort()
+                prefix = os.path.join(root, "")
+                found += [prefix + n for n in sorted(names) if _suffix(n) in SUPPORTED_SUFFIXES]
+            if not found:
+                problems.append((raw, "folder holds no supported image files"))
+            files += found
+        elif not os.path.lexists(path) and GLOB_CHARS & set(raw):
+            matches = sorted(m for m in _glob(raw) if os.path.isfile(m))
+            if not matches:
+                problems.append((raw, "no files match this pattern"))
+            files += matches
+        else:
+            files.append(raw)  # missing or unreadable files are reported when they are loaded
+    return files, problems
+
+
+def _suffix(name: str) -> str:
+    """``Path(name).suffix.lower()`` of a file name, at a seventh of its cost (a folder of 100,000 files is walked
+    before the first record): its part from the last dot, none for a name that only starts with one (``.png``)."""
+    dot = name.rfind(".")
+    return name[dot:].lower() if 0 < dot < len(name) - 1 else ""
+
+
+def _glob(pattern: str) -> list[str]:
+    """glob.glob, except that `**` does not descend into symlinked folders: glob.glob follows them, so a
+    symlink loop (a folder linking to itself or a parent) made it enumerate paths without end."""
+    parts = Path(pattern).parts
+    if "**" not in parts:
+        return glob.glob(pattern)  # without `**`, every component is matched once: no loop
+    fixed = next(i for i, part in enumerate(parts) if GLOB_CHARS & set(part))
+    base = Path(*parts[:fixed]) if fixed else Path(".")
+    rest = "/".join(parts[fixed:])
+    hidden_ok = any(part.startswith(".") for part in parts[fixed:])
+    found = []
+    for match in base.glob(rest):  # pathlib's `**` skips symlinked folders
+        if hidden_ok or not any(part.startswith(".") for part in match.relative_to(base).parts):
+            found.append(os.fspath(match))
+    return found

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeguard.decode import decode_image, load_image
+from edgeguard.decode import decode_image, decoding_many, load_image
 from edgeguard.detect_inputs import STDIN, is_batch, iter_items
 from edgeguard.detect_output import arrow_schema, flatten
 from edgeguard.errors import InputError
@@ -75,7 +75,8 @@ class ScreenBatch:
             import numba
 
             numba.set_num_threads(min(self.threads, int(getattr(numba.config, "NUMBA_NUM_THREADS", 1))))
-        sources, images = _inputs(batch)
+        with decoding_many():
+            sources, images = _inputs(batch)
         rows: list[dict[str, Any]] = []
         try:
             done = screen_many(self.guard, images, sources, self.digits)

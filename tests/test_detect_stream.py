@@ -346,3 +346,13 @@ def test_a_run_shorter_than_the_numba_load_waits_for_it(batch, monkeypatch):
     monkeypatch.setattr(cli_detect.DetectRun, "summary", summary)
     assert run("detect", batch / "b.npy", "--json", "--kernels", "numba").exit_code == 0
     assert finished == [True]
+
+
+@pytest.mark.parametrize("name", ["b.npy", "x.NPZ", "e.png", "b.", ".npz", "..png", "a..png", ".a.b", "a.tar.gz",
+                                  "z.Jpeg", "noext", "a . b", "."])
+def test_the_fast_suffix_is_paths_suffix(name):
+    from pathlib import Path
+
+    from edgeguard.detect_inputs import _suffix
+
+    assert _suffix(name) == Path(name).suffix.lower()

@@ -171,6 +171,30 @@ def test_decoder_warnings_never_reach_stderr(tmp_path, capfd):
     assert captured.err == "" and captured.out == ""
 
 
+def test_decoding_many_keeps_each_files_own_decoder_messages(tmp_path, capfd):
+    """``decoding_many`` holds fd 2's capture open across a chunk of files (``detect``): a garbled file among good
+    ones still gets its decoder's words, the good ones none, and nothing reaches stderr but other output."""
+    import cv2
+
+    from edgeguard import decode as pp
+
+    good = cv2.imencode(".png", rel.image_pool(1)[0])[1].tobytes()
+    jpeg = cv2.imencode(".jpg", np.tile(np.arange(64, dtype=np.uint8), (64, 1)))[1].tobytes()
+    sos = jpeg.index(b"\xff\xda")
+    cut = jpeg[: sos + 40] + jpeg[-2:]
+    outcomes = []
+    with pp.decoding_many():
+        for data in (good, cut, good, cut):
+            try:
+                outcomes.append(pp.decode_image(data).shape)
+            except InputError as e:
+                outcomes.append(str(e))
+        os.write(2, b"a log line from another thread\n")
+    assert outcomes[0] == outcomes[2] == (28, 28)
+    assert outcomes[1] == outcomes[3] and "corrupt JPEG file (Corrupt JPEG data" in outcomes[1]
+    assert capfd.readouterr().err == "a log line from another thread\n"
+
+
 def test_output_of_other_threads_is_not_swallowed_by_decoding(tmp_path, capfd):
     """fd 2 is redirected while a decoder runs; what is not a decoder message is written back."""
     from edgeguard import decode as pp
