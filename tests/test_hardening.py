@@ -197,9 +197,9 @@ def test_decoding_many_keeps_each_files_own_decoder_messages(tmp_path, capfd):
 
 def test_output_of_other_threads_is_not_swallowed_by_decoding(tmp_path, capfd):
     """fd 2 is redirected while a decoder runs; what is not a decoder message is written back."""
-    from edgeguard import decode as pp
+    from edgeguard import decoder_output
 
-    with pp._decoder_messages() as messages:
+    with decoder_output.decoder_messages() as messages:
         os.write(2, b"libpng warning: iCCP: known incorrect sRGB profile\n")
         os.write(2, b"a log line from another thread\n")
     assert messages == ["libpng warning: iCCP: known incorrect sRGB profile"]

@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edgeguard.decode import quiet_opencv
+from edgeguard.decoder_output import quiet_opencv
 from edgeguard.errors import InputError
 
 __all__ = ["SourceError", "RecordError", "source_kind", "open_source", "read_frames", "open_writer",
