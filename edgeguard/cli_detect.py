@@ -5,9 +5,9 @@ finishes (JSON lines, ``--out``) or, for a terminal, the table at the end.
 One digit per image (every 28x28 image, every image where the region finder finds at most one digit, and every
 image with ``--digits one``) is screened exactly as before: ``preprocess``, the guard's own calibration, a batch
 of up to ``BATCH`` images. An image holding several digits gets one result per digit, in reading order. Inputs are
-read one chunk at a time (``edgeguard.detect_inputs``: files, stdin, rows of ``.npy``/``.npz`` batches), so with
-``--json`` or ``--out`` memory stays flat however many there are; ``--fdr`` keeps one p-value and one name per digit
-for the selection at the end.
+read one chunk at a time, in a thread one chunk ahead of the screening (``edgeguard.detect_inputs``: files, stdin,
+rows of ``.npy``/``.npz`` batches), so with ``--json`` or ``--out`` memory stays flat however many there are;
+``--fdr`` keeps one p-value and one name per digit for the selection at the end.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
@@ -132,19 +133,21 @@ def run_detect(guard: Guard, files: list[str], problems: list[tuple[str, str]], 
                 run.count(records, problems)
                 sink.write(records)
                 progress.advance(task, done)
-        size = min(BATCH, FIRST_CHUNK)
         items = iter_items(files, stdin) if ray is None else iter([])
-        while chunk := _read(items, size):
-            if loading is not None and loading.is_set():
-                guard.use_kernels("numba")
-                loading = None
-            size = BATCH if guard.kernels == "numba" else min(BATCH, NUMPY_CHUNK)
-            records = _screen_chunk(guard, chunk, digits, run, problems, keep=sink is None)
-            if sink is not None:
-                sink.write(records)
-            progress.advance(task, len(chunk))
-            if numba and loader is None:  # once the first records are out: importing numba holds the GIL a while
-                loading, loader = _load_numba()
+        with ThreadPoolExecutor(1, thread_name_prefix="edgeguard-read") as reader:
+            # the next chunk is read and decoded while this one is screened (onnxruntime lets go of the GIL)
+            ahead = reader.submit(_read, items, min(BATCH, FIRST_CHUNK))
+            while chunk := ahead.result():
+                if loading is not None and loading.is_set():
+                    guard.use_kernels("numba")
+                    loading = None
+                ahead = reader.submit(_read, items, BATCH if guard.kernels == "numba" else min(BATCH, NUMPY_CHUNK))
+                records = _screen_chunk(guard, chunk, digits, run, problems, keep=sink is None)
+                if sink is not None:
+                    sink.write(records)
+                progress.advance(task, len(chunk))
+                if numba and loader is None:  # once the first records are out: importing numba holds the GIL
+                    loading, loader = _load_numba()
     run.seconds = time.perf_counter() - start
     if fdr is not None:
         chosen = benjamini_hochberg(run.p_values, fdr)
