@@ -32,7 +32,7 @@ from edgeguard.detect_output import open_sink
 from edgeguard.errors import InputError
 from edgeguard.fdr import benjamini_hochberg
 from edgeguard.guard import Guard, Verdict
-from edgeguard.sheet import ImageResult, screen_many
+from edgeguard.sheet import ImageResult, first_record, screen_many
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -72,7 +72,7 @@ class DetectRun:
                 + (f" ({kinds})" if kinds else "") + f", {self.refused:,} refused")
 
     def count(self, records: list[dict[str, Any]], problems: list[tuple[str, str]]) -> None:
-        """Tally records as they come back from elsewhere (Ray's workers); an error record is printed on stderr."""
+        """Tally a chunk's records (screened here or on Ray's workers); an error record is printed on stderr."""
         from edgeguard.cli import err
 
         for r in records:
@@ -81,7 +81,7 @@ class DetectRun:
                 self.refused += 1
                 err.print(f"error: {r['error']}", markup=False)
                 continue
-            if r.get("index") in (0, None):  # an image's first record
+            if first_record(r):
                 self.inputs += 1
                 self.flagged |= not r["all_clean"]
                 if r["status"] == "unseparable":
@@ -133,21 +133,22 @@ def run_detect(guard: Guard, files: list[str], problems: list[tuple[str, str]], 
                 run.count(records, problems)
                 sink.write(records)
                 progress.advance(task, done)
-        items = iter_items(files, stdin) if ray is None else iter([])
-        with ThreadPoolExecutor(1, thread_name_prefix="edgeguard-read") as reader:
-            # the next chunk is read and decoded while this one is screened (onnxruntime lets go of the GIL)
-            ahead = reader.submit(_read, items, min(BATCH, FIRST_CHUNK))
-            while chunk := ahead.result():
-                if loading is not None and loading.is_set():
-                    guard.use_kernels("numba")
-                    loading = None
-                ahead = reader.submit(_read, items, BATCH if guard.kernels == "numba" else min(BATCH, NUMPY_CHUNK))
-                records = _screen_chunk(guard, chunk, digits, run, problems, keep=sink is None)
-                if sink is not None:
-                    sink.write(records)
-                progress.advance(task, len(chunk))
-                if numba and loader is None:  # once the first records are out: importing numba holds the GIL
-                    loading, loader = _load_numba()
+        else:
+            items = iter_items(files, stdin)
+            with ThreadPoolExecutor(1, thread_name_prefix="edgeguard-read") as reader:
+                # the next chunk is read and decoded while this one is screened (onnxruntime lets go of the GIL)
+                ahead = reader.submit(_read, items, min(BATCH, FIRST_CHUNK))
+                while chunk := ahead.result():
+                    if loading is not None and loading.is_set():
+                        guard.use_kernels("numba")
+                        loading = None
+                    ahead = reader.submit(_read, items, BATCH if guard.kernels == "numba" else min(BATCH, NUMPY_CHUNK))
+                    records = _screen_chunk(guard, chunk, digits, run, problems, keep=sink is None)
+                    if sink is not None:
+                        sink.write(records)
+                    progress.advance(task, len(chunk))
+                    if numba and loader is None:  # once the first records are out: importing numba holds the GIL
+                        loading, loader = _load_numba()
     run.seconds = time.perf_counter() - start
     if fdr is not None:
         chosen = benjamini_hochberg(run.p_values, fdr)
@@ -199,38 +200,20 @@ def _load_numba() -> tuple[threading.Event, threading.Thread]:
 
 def _screen_chunk(guard: Guard, chunk: list[Any], digits: str, run: DetectRun, problems: list[tuple[str, str]],
                   keep: bool) -> list[dict[str, Any]]:
-    """One chunk of items screened; its records in input order (a refused input's in its place)."""
-    from edgeguard.cli import err
-
+    """One chunk of items screened and tallied in ``run``; its records in input order (a refused input's in its
+    place), or, with ``keep`` (the table), none: its results are kept in ``run.results`` instead."""
     done = screen_many(guard, [item.image if item.error is None else item.error for item in chunk],
                        [item.source for item in chunk], digits)
-    slots: list[dict[str, Any] | ImageResult] = []  # an error record, or a screened input's result
-    results: list[ImageResult] = []
+    records: list[dict[str, Any]] = []
     for item, result in zip(chunk, done):
         if isinstance(result, InputError):
-            problems.append((item.source, result.reason))
-            run.refused += 1
-            err.print(f"error: {result}", markup=False)
-            slots.append({"source": item.source, "error": str(result)})
+            records.append({"source": item.source, "error": str(result)})
         else:
-            results.append(result)
-            slots.append(result)
-    for result in results:
-        run.inputs += 1
-        run.flagged |= result.flagged
-        if result.status == "unseparable":
-            run.verdicts["unseparable"] += 1
-        for d in result.digits:
-            run.digits += 1
-            if result.status != "unseparable":
-                run.verdicts[d.screening.verdict] += 1
-            if run.fdr is not None:
-                run.tested.append(str(result.source) if result.status == "whole" else f"{result.source}#{d.index}")
-                run.p_values.append(d.screening.p_value)
-    if keep:
-        run.results += results
-        return []
-    return [r for slot in slots for r in ([slot] if isinstance(slot, dict) else slot.records())]
+            records += result.records()
+            if keep:
+                run.results.append(result)
+    run.count(records, problems)
+    return [] if keep else records
 
 
 def _print_table(results: list[ImageResult], wide: bool) -> None:

@@ -4,9 +4,9 @@ being silent.
 
 The kernels that load from the cache at import are the ones in ``edgeguard/kernels_numba.py`` compiled with a
 signature; numba names each one's index ``kernels_numba.<name>-<line>.py<major><minor>.nbi``, in the folder
-``kernels_numba._configure_numba_cache`` chooses (``$NUMBA_CACHE_DIR``, else ``edgeguard/__pycache__`` when
-writable, else ``$XDG_CACHE_HOME/edgeguard/numba``). An index older than the source counts as missing (numba keys
-its cache on the source's digest: an edited file is compiled again).
+``numba_cache_root`` chooses (``$NUMBA_CACHE_DIR``, else ``edgeguard/__pycache__`` when writable, else
+``$XDG_CACHE_HOME/edgeguard/numba``; ``kernels_numba`` applies it). An index older than the source counts as
+missing (numba keys its cache on the source's digest: an edited file is compiled again).
 """
 
 from __future__ import annotations
@@ -17,20 +17,30 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["kernels_cached"]
+__all__ = ["kernels_cached", "numba_cache_root"]
 
 SOURCE = Path(__file__).with_name("kernels_numba.py")
 
 
-def cache_dir(source: Path = SOURCE) -> Path:
-    """The folder numba keeps the kernels' cache in (the rule of ``kernels_numba._configure_numba_cache``)."""
+def numba_cache_root(source: Path = SOURCE) -> str | None:
+    """Where numba should keep the kernels' cache: ``$NUMBA_CACHE_DIR``; None (numba's default, ``__pycache__``
+    beside ``source``) when the package's folder is writable; else ``$XDG_CACHE_HOME/edgeguard/numba``.
+    ``kernels_numba._configure_numba_cache`` applies this rule; ``cache_dir`` reads it."""
     configured = os.environ.get("NUMBA_CACHE_DIR", "")
-    if not configured:
-        package, pycache = source.parent, source.parent / "__pycache__"
-        if os.access(package, os.W_OK) and (not pycache.is_dir() or os.access(pycache, os.W_OK)):
-            return pycache
-        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        configured = os.path.join(base, "edgeguard", "numba")
+    if configured:
+        return configured
+    package, pycache = source.parent, source.parent / "__pycache__"
+    if os.access(package, os.W_OK) and (not pycache.is_dir() or os.access(pycache, os.W_OK)):
+        return None
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "edgeguard", "numba")
+
+
+def cache_dir(source: Path = SOURCE) -> Path:
+    """The folder numba keeps the kernels' cache in (``numba_cache_root``'s rule)."""
+    configured = numba_cache_root(source)
+    if configured is None:
+        return source.parent / "__pycache__"
     folder = os.path.dirname(os.path.abspath(source))  # numba's UserProvidedCacheLocator subfolder
     return Path(configured) / f"{os.path.basename(folder)}_{hashlib.sha1(folder.encode()).hexdigest()}"
 

@@ -13,30 +13,19 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
+
+from edgeguard.kernel_cache import numba_cache_root
 
 
 def _configure_numba_cache() -> None:
-    """Point numba's on-disk cache somewhere writable.
-
-    An existing ``NUMBA_CACHE_DIR`` wins.  Otherwise, if this package's
-    directory is not writable (e.g. a system-wide install), use
-    ``$XDG_CACHE_HOME/edgeguard/numba`` (default ``~/.cache/edgeguard/numba``).
-    Works whether or not numba has already been imported.
-    """
-    cache_dir = os.environ.get("NUMBA_CACHE_DIR", "")
-    if not cache_dir:
-        pkg_dir = os.path.dirname(os.path.abspath(__file__))
-        pycache = os.path.join(pkg_dir, "__pycache__")
-        in_tree_ok = os.access(pkg_dir, os.W_OK) and (
-            not os.path.isdir(pycache) or os.access(pycache, os.W_OK)
-        )
-        if in_tree_ok:
-            return
-        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(
-            os.path.expanduser("~"), ".cache"
-        )
-        cache_dir = os.path.join(base, "edgeguard", "numba")
-        os.environ["NUMBA_CACHE_DIR"] = cache_dir
+    """Point numba's on-disk cache somewhere writable (``kernel_cache.numba_cache_root``: an existing
+    ``NUMBA_CACHE_DIR`` wins; a system-wide install uses ``$XDG_CACHE_HOME/edgeguard/numba``). Works whether or
+    not numba has already been imported."""
+    cache_dir = numba_cache_root(Path(__file__))
+    if cache_dir is None:  # numba's default: __pycache__ beside this file
+        return
+    os.environ["NUMBA_CACHE_DIR"] = cache_dir
     numba_mod = sys.modules.get("numba")
     if numba_mod is not None:  # numba read its config already: update it directly
         numba_mod.config.CACHE_DIR = cache_dir

@@ -43,6 +43,7 @@ from edgeguard.decode import decode_image, decoding_many, load_image
 from edgeguard.detect_inputs import STDIN, is_batch, iter_items
 from edgeguard.detect_output import arrow_schema, flatten
 from edgeguard.errors import InputError
+from edgeguard.sheet import first_record, screen_many
 
 __all__ = ["LOCAL", "ScreenBatch", "connect", "screen_on_ray", "unflatten"]
 
@@ -69,8 +70,6 @@ class ScreenBatch:
     def __call__(self, batch: dict[str, np.ndarray]) -> Any:
         import pyarrow as pa
 
-        from edgeguard.sheet import screen_many
-
         if self.guard.kernels == "numba" and self.threads >= 1:  # numba's threads as onnxruntime's, one per CPU
             import numba
 
@@ -93,8 +92,6 @@ class ScreenBatch:
 def verdict_columns(guard: Any, digits: str) -> tuple[list[str], dict[str, Any]]:
     """The flattened record's columns, ``source`` and ``error`` first, and the record they came from: one screened
     image's (a drawn 1)."""
-    from edgeguard.sheet import screen_many
-
     one = np.zeros((28, 28), np.uint8)
     one[4:24, 13:16] = 255
     (result,) = screen_many(guard, [one], ["columns"], digits)
@@ -202,7 +199,7 @@ def screen_on_ray(files: list[str], *, actors: int | None = None, batch_size: in
     seen: Counter[str] = Counter()
     for table in verdicts.iter_batches(batch_format="pyarrow", batch_size=None):
         records = [unflatten(row) for row in table.to_pylist()]  # type: ignore[union-attr]
-        firsts = [r["source"] for r in records if "error" in r or r.get("index") in (0, None)]
+        firsts = [r["source"] for r in records if "error" in r or first_record(r)]
         seen.update(firsts)
         yield len(firsts), records
     lost = [{"source": s, "error": str(InputError("lost: its Ray worker failed", s))}

@@ -34,7 +34,7 @@ from edgeguard.regions import PAGE, Box, cut_digits, find_regions, frame_gray
 
 __all__ = ["DIGIT_MODES", "MAX_DIGITS", "REGIONS_CALIBRATION", "STATUSES", "FoundDigit", "ImageResult", "Prepared",
            "regions_calibration", "screen_regions", "screen_image", "prepare", "prepare_many", "screen_prepared",
-           "screen_many"]
+           "screen_many", "first_record"]
 
 DIGIT_MODES = ("auto", "one", "all")
 MAX_DIGITS = 64  # most digits screened in one image (the largest regions are kept)
@@ -105,6 +105,11 @@ class ImageResult:
             del row["source"]  # the screening's (None for a cut-out digit): the image's comes first instead
             rows.append({"source": self.source, **row, **self.summary()})
         return rows
+
+
+def first_record(record: dict[str, Any]) -> bool:
+    """Whether a verdict record of ``ImageResult.records()`` is its image's first (an image's records count once)."""
+    return record.get("index") in (0, None)
 
 
 def regions_calibration(guard: Guard) -> str:
